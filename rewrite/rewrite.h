@@ -1,0 +1,205 @@
+/*
+ * rewrite.h -- the pure rewriter: statement text + policy snapshot + session
+ * name environment in, a decision out. No sockets, no globals, no libevent.
+ *
+ * The proxy asks one question per simple Query text and per Parse text:
+ * pass it as is, send this text instead, or reject it. Decisions are cached
+ * by text (rw_cache) so a text seen before is not parsed again, and a sound
+ * text pre-filter keeps statements that cannot name a watched table away
+ * from the parser altogether.
+ *
+ * Enforcement happens inside the client's own statement: the rewritten text
+ * calls the helper functions of sql/tenantguard.sql (schema
+ * policy.helper_schema), which look the tenant up in the tenants table within
+ * the client's transaction and raise SQLSTATE 42501 on a violation.
+ */
+#ifndef TG_REWRITE_H
+#define TG_REWRITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy/config.h"
+
+/* ------------------------------------------------------------------ policy */
+
+/* An immutable, compiled view of the policy: watched names, modes, the
+ * pre-filter. Built once per config snapshot or mode change; shared
+ * read-only by all sessions of the event-loop thread. */
+typedef struct rw_policy rw_policy;
+
+/* table_modes: optional overlay (admin SET mode ... FOR TABLE), one entry per
+ * policy->tables[i], or NULL to use each table's configured mode.
+ * generation must change whenever the result would decide differently. */
+rw_policy *rw_policy_new(const tg_policy *policy, const tg_mode *table_modes, uint64_t generation);
+void rw_policy_free(rw_policy *p);
+uint64_t rw_policy_generation(const rw_policy *p);
+
+/* ------------------------------------------------------------- environment */
+
+/* What the proxy knows about name resolution in this session. Unqualified
+ * names of watched tables resolve through it. When the proxy does not know
+ * (path_known = false), an unqualified watched name is taken to BE the
+ * watched table: enforcing on a look-alike can at worst fail a statement,
+ * never let a write through. */
+typedef struct rw_env {
+    bool path_known;
+    const char *const *path;     /* schema names in search order, "$user" already expanded */
+    int n_path;
+    const char *const *temp_rels;/* temp relations of this session named like watched tables */
+    int n_temp_rels;
+    bool std_strings;            /* standard_conforming_strings (ParameterStatus); true by default */
+    uint64_t hash;               /* of all the above; part of the cache key */
+} rw_env;
+
+uint64_t rw_env_hash(const rw_env *env);
+
+/* Optional catalog facts for positional INSERT (no column list): the
+ * columns of each watched table in attnum order (dropped columns left out). */
+typedef struct rw_catalog_table {
+    int table;                   /* index into policy->tables */
+    const char *const *columns;
+    int n_columns;
+} rw_catalog_table;
+
+typedef struct rw_catalog {
+    const rw_catalog_table *tables;
+    int n_tables;
+    uint64_t version;            /* part of the cache key */
+} rw_catalog;
+
+/* ---------------------------------------------------------------- decision */
+
+typedef enum {
+    RW_PASS = 0,      /* send the client's text unchanged */
+    RW_REPLACE,       /* send `text` instead */
+    RW_REJECT,        /* send `text` (it fails on the server with a marker
+                         error, so earlier statements of the same simple Query
+                         run and the transaction aborts exactly as with a
+                         server error); the proxy replaces that error with
+                         sqlstate + message */
+} rw_action;
+
+typedef enum {
+    RW_RULE_NONE = 0,
+    RW_R1_DERIVE,             /* INSERT without workspace: derived */
+    RW_R2_VERIFY,             /* INSERT with explicit workspace: verified */
+    RW_R3_RESOLVABLE,         /* tenant must exist and have a workspace */
+    RW_R4_IMMUTABLE_TENANT,   /* UPDATE of the tenant column: must keep its value */
+    RW_R5_VERIFY_UPDATE,      /* UPDATE of the workspace column: verified */
+    RW_R6_AUDIT,              /* audit table: derived/verified when a tenant is named */
+    RW_RULE_FORM,             /* a form that cannot be proven safe (0A000) */
+    RW_RULE_BEYOND_SIGHT,     /* DO / function / trigger / rule body naming a watched table */
+    RW_RULE_STALE_PREPARED,   /* executing a statement prepared before enforcement */
+    RW_RULE__COUNT
+} rw_rule;
+
+typedef enum {
+    RW_EV_SEEN = 0,    /* a statement writes this table */
+    RW_EV_PASSED,      /* ... and needs nothing (e.g. UPDATE of other columns) */
+    RW_EV_REWRITTEN,   /* a derivation/check was injected (observe: would be) */
+    RW_EV_REJECTED,    /* rejected with 42501 by the proxy itself */
+    RW_EV_REFUSED,     /* refused with 0A000 (observe: would be) */
+    RW_EV__COUNT
+} rw_event_kind;
+
+typedef struct rw_event {
+    int16_t table;     /* index into policy->tables; -1 = none */
+    uint8_t rule;      /* rw_rule */
+    uint8_t kind;      /* rw_event_kind */
+} rw_event;
+
+/* Session effects of a statement, applied by the proxy only once the server
+ * confirmed the statement (its CommandComplete), with transaction semantics. */
+typedef enum {
+    RW_FX_SET_PATH = 1,        /* arg: the new search_path value as SQL would show it */
+    RW_FX_SET_LOCAL_PATH,      /* SET LOCAL search_path: until the transaction ends */
+    RW_FX_RESET_PATH,          /* RESET search_path / SET ... TO DEFAULT / RESET ALL */
+    RW_FX_PATH_UNKNOWN,        /* set_config() with a non-literal, SET ROLE, ... */
+    RW_FX_CREATE_TEMP,         /* arg: relation name (a watched name) */
+    RW_FX_DROP_REL,            /* arg: relation name (unqualified or pg_temp.) */
+    RW_FX_DISCARD_ALL,         /* DISCARD ALL: path reset, temp gone, prepared gone */
+    RW_FX_DISCARD_TEMP,
+    RW_FX_PREPARE,             /* SQL PREPARE; arg: name; flags: writes watched */
+    RW_FX_DEALLOCATE,          /* arg: name, NULL = ALL */
+    RW_FX_EXECUTE,             /* SQL EXECUTE; arg: name (the proxy checks staleness) */
+} rw_effect_kind;
+
+typedef struct rw_effect {
+    uint8_t kind;              /* rw_effect_kind */
+    uint8_t stmt;              /* index of the statement in the text (simple Query) */
+    bool writes_watched;       /* RW_FX_PREPARE */
+    const char *arg;
+} rw_effect;
+
+/* Decision flags. */
+#define RW_F_PREFILTERED    0x01u   /* never parsed: cannot name a watched table */
+#define RW_F_PARSE_FAILED   0x02u   /* libpg_query could not parse it */
+#define RW_F_WATCHED_WRITE  0x04u   /* writes a watched table (Parse: remember per statement) */
+#define RW_F_CACHED         0x08u   /* answered from the cache */
+#define RW_F_OBSERVED       0x10u   /* observe mode: events say what enforce would do */
+
+typedef struct rw_decision {
+    rw_action action;
+    const char *text;          /* RW_REPLACE / RW_REJECT: NUL-terminated */
+    size_t len;
+    const char *sqlstate;      /* RW_REJECT */
+    const char *message;       /* RW_REJECT: names table, rule, form; never values */
+    const char *marker;        /* RW_REJECT: substring of the server's error to replace */
+    const rw_event *events;
+    int n_events;
+    const rw_effect *effects;
+    int n_effects;
+    int n_statements;          /* statements in the text (0 when pre-filtered) */
+    unsigned flags;
+    void *priv;                /* owned storage; release with rw_decision_release */
+} rw_decision;
+
+typedef enum {
+    RW_PROTO_SIMPLE = 0,       /* Query: any number of statements, no $n */
+    RW_PROTO_EXTENDED,         /* Parse: one statement, $n parameters allowed */
+} rw_proto;
+
+/* ------------------------------------------------------------------- cache */
+
+/* Bounded cache of decisions keyed by (text, proto, env hash, policy
+ * generation, catalog version). Single-threaded: one per event loop. */
+typedef struct rw_cache rw_cache;
+
+rw_cache *rw_cache_new(size_t max_bytes, int max_entries);
+void rw_cache_free(rw_cache *c);
+void rw_cache_clear(rw_cache *c);
+
+typedef struct rw_cache_stats {
+    uint64_t hits, misses, evictions, prefiltered;
+    size_t bytes;
+    int entries;
+} rw_cache_stats;
+void rw_cache_get_stats(const rw_cache *c, rw_cache_stats *out);
+
+/* ------------------------------------------------------------------- entry */
+
+/*
+ * Decide what to do with one Query or Parse text. `text` is NUL-terminated
+ * at text[len]. cache and catalog may be NULL. Never fails: out of memory or
+ * an internal error in enforce mode yields RW_REJECT (XX000 / 53200), never a
+ * silent pass of a statement that names a watched table.
+ */
+rw_decision rw_decide(rw_cache *cache, const rw_policy *policy, const rw_env *env,
+                      const rw_catalog *catalog, rw_proto proto, const char *text, size_t len);
+
+void rw_decision_release(rw_decision *d);
+
+/* Statement fingerprint (libpg_query) as 16 hex digits, for the violation
+ * log; "" when the text does not parse. */
+void rw_fingerprint(const char *text, char out[17]);
+
+/* Start-up check that the parser's node layout is the one we were built
+ * against. Returns NULL when good, else a static message. */
+const char *rw_selftest(void);
+
+const char *rw_rule_name(rw_rule r);          /* "R1", ..., "form", ... */
+const char *rw_event_kind_name(rw_event_kind k);
+
+#endif
