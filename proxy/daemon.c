@@ -1,4 +1,292 @@
-/* placeholder replaced by the runtime */
+/*
+ * daemon.c -- `tenantguard -c FILE`: start-up, the event loop, signals,
+ * reload, the janitor and shutdown.
+ */
 #include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "policy/sqlstate.h"
 #include "proxy/commands.h"
-int tg_daemon_main(const char *config_path) { (void)config_path; return 1; }
+#include "proxy/runtime.h"
+#include "proxy/session.h"
+#include "proxy/track.h"
+
+/* ---------------------------------------------------------------- reaping */
+
+static void maybe_exit(tg_runtime *rt)
+{
+    if (rt->phase != RT_RUNNING && rt->n_sessions == 0)
+        event_base_loopexit(rt->base, NULL);
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_runtime *rt = arg;
+    tg_session *s;
+    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL) {
+        TAILQ_REMOVE(&rt->justfree, s, link);
+        sess_free(s);
+    }
+    maybe_exit(rt);
+}
+
+void rt_schedule_reap(tg_runtime *rt)
+{
+    if (!event_pending(rt->reaper, EV_TIMEOUT, NULL))
+        event_active(rt->reaper, 0, 0);
+}
+
+/* ---------------------------------------------------------------- janitor */
+
+static void close_all(tg_runtime *rt, const char *sqlstate, const char *msg)
+{
+    tg_session *s, *next;
+    for (s = TAILQ_FIRST(&rt->sessions); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        if (s->state == SS_CLOSING)
+            continue;
+        sess_fatal(s, sqlstate, msg, NULL);
+    }
+}
+
+static void check_idle(tg_runtime *rt, time_t now)
+{
+    tg_session *s, *next;
+    for (s = TAILQ_FIRST(&rt->sessions); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        int limit = s->cfg->client_idle_timeout;
+        if (s->state != SS_ACTIVE || limit <= 0)
+            continue;
+        if (track_pending(s->track) == 0 && s->sv.txn_status == 'I' && now - s->last_activity >= limit)
+            sess_fatal(s, TG_SQLSTATE_IDLE_SESSION_TIMEOUT,
+                       "tenantguard: terminating connection due to client_idle_timeout", NULL);
+    }
+}
+
+static void janitor_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_runtime *rt = arg;
+    time_t now = time(NULL);
+    check_idle(rt, now);
+    if (rt->phase == RT_DRAINING && now >= rt->drain_deadline) {
+        log_info("shutdown_timeout reached: closing %d session(s)", rt->n_sessions);
+        rt->phase = RT_STOPPING;
+        close_all(rt, TG_SQLSTATE_ADMIN_SHUTDOWN, "terminating connection due to administrator command");
+    }
+    if (rt->phase == RT_STOPPING && now >= rt->drain_deadline + 10) {
+        log_warning("%d session(s) did not close; exiting anyway", rt->n_sessions);
+        event_base_loopexit(rt->base, NULL);
+    }
+    maybe_exit(rt);
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void begin_stop(tg_runtime *rt)
+{
+    rt->phase = RT_STOPPING;
+    rt->drain_deadline = time(NULL);
+    listeners_close(rt);
+    close_all(rt, TG_SQLSTATE_ADMIN_SHUTDOWN, "terminating connection due to administrator command");
+    maybe_exit(rt);
+}
+
+static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    tg_runtime *rt = arg;
+    if (rt->phase != RT_RUNNING) {
+        log_info("SIGTERM again: closing every session now");
+        begin_stop(rt);
+        return;
+    }
+    rt->phase = RT_DRAINING;
+    rt->drain_deadline = time(NULL) + rt->cfg->shutdown_timeout;
+    listeners_close(rt);
+    log_info("SIGTERM: not accepting; waiting up to %ds for %d session(s) to finish",
+             rt->cfg->shutdown_timeout, rt->n_sessions);
+    if (rt->cfg->shutdown_timeout == 0) {
+        begin_stop(rt);
+        return;
+    }
+    maybe_exit(rt);
+}
+
+static void sigint_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    tg_runtime *rt = arg;
+    log_info("SIGINT: closing %d session(s) now", rt->n_sessions);
+    begin_stop(rt);
+}
+
+/* SIGHUP: a new snapshot for new sessions; running ones keep theirs. */
+static void reload(tg_runtime *rt)
+{
+    tg_config_error err;
+    tg_config *neu = tg_config_load(rt->cfg->path, &err);
+    if (!neu) {
+        log_error("reload failed: %s:%d: %s (keeping the running config)", rt->cfg->path, err.line,
+                  err.message);
+        return;
+    }
+    char emsg[256] = "";
+    SSL_CTX *ctls = NULL, *stls = NULL;
+    if (neu->client_tls_mode != TG_CLIENT_TLS_DISABLE &&
+        !(ctls = tls_client_ctx_new(neu, emsg, sizeof(emsg)))) {
+        log_error("reload failed: %s (keeping the running config)", emsg);
+        tg_config_unref(neu);
+        return;
+    }
+    if (neu->server_sslmode != TG_SERVER_SSL_DISABLE && !(stls = tls_server_ctx_new(neu, emsg, sizeof(emsg)))) {
+        log_error("reload failed: %s (keeping the running config)", emsg);
+        if (ctls)
+            SSL_CTX_free(ctls);
+        tg_config_unref(neu);
+        return;
+    }
+    char changed[256];
+    if (tg_config_nonreloadable_changes(rt->cfg, neu, changed, sizeof(changed)) > 0)
+        log_warning("reload: %s changed; that takes a restart", changed);
+    /* Sessions hold their own SSL objects; the old contexts are refcounted
+     * by OpenSSL and go when the last connection using them closes. */
+    if (rt->client_tls)
+        SSL_CTX_free(rt->client_tls);
+    if (rt->server_tls)
+        SSL_CTX_free(rt->server_tls);
+    rt->client_tls = ctls;
+    rt->server_tls = stls;
+    tg_config_unref(rt->cfg);
+    rt->cfg = neu;
+    rt->generation++;
+    tg_log_configure(neu->log_level, neu->log_format);
+    log_info("config reloaded (generation %llu)", (unsigned long long)rt->generation);
+}
+
+static void sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    reload(arg);
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int setup(tg_runtime *rt, tg_config *cfg)
+{
+    char err[512];
+    TAILQ_INIT(&rt->sessions);
+    TAILQ_INIT(&rt->justfree);
+    rt->cfg = cfg;
+    rt->generation = 1;
+    rt->base = event_base_new();
+    if (!rt->base) {
+        log_error("cannot create the event loop");
+        return -1;
+    }
+    rt->dns = evdns_base_new(rt->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!rt->dns)   /* no resolv.conf: numeric hosts still work */
+        rt->dns = evdns_base_new(rt->base, 0);
+    rt->cancels = cancel_map_new();
+    if (!rt->dns || !rt->cancels) {
+        log_error("out of memory");
+        return -1;
+    }
+    if (cfg->client_tls_mode != TG_CLIENT_TLS_DISABLE &&
+        !(rt->client_tls = tls_client_ctx_new(cfg, err, sizeof(err)))) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (cfg->server_sslmode != TG_SERVER_SSL_DISABLE &&
+        !(rt->server_tls = tls_server_ctx_new(cfg, err, sizeof(err)))) {
+        log_error("%s", err);
+        return -1;
+    }
+    rt->reaper = event_new(rt->base, -1, 0, reap_cb, rt);
+    rt->janitor = event_new(rt->base, -1, EV_PERSIST, janitor_cb, rt);
+    rt->ev_term = evsignal_new(rt->base, SIGTERM, sigterm_cb, rt);
+    rt->ev_int = evsignal_new(rt->base, SIGINT, sigint_cb, rt);
+    rt->ev_hup = evsignal_new(rt->base, SIGHUP, sighup_cb, rt);
+    if (!rt->reaper || !rt->janitor || !rt->ev_term || !rt->ev_int || !rt->ev_hup) {
+        log_error("out of memory");
+        return -1;
+    }
+    struct timeval second = {1, 0};
+    event_add(rt->janitor, &second);
+    event_add(rt->ev_term, NULL);
+    event_add(rt->ev_int, NULL);
+    event_add(rt->ev_hup, NULL);
+    if (listeners_open(rt, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void teardown(tg_runtime *rt)
+{
+    listeners_close(rt);
+    tg_session *s;
+    while ((s = TAILQ_FIRST(&rt->sessions)) != NULL)
+        sess_close(s, "exit");
+    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL) {
+        TAILQ_REMOVE(&rt->justfree, s, link);
+        sess_free(s);
+    }
+    struct event *evs[] = {rt->reaper, rt->janitor, rt->ev_term, rt->ev_int, rt->ev_hup};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    cancel_map_free(rt->cancels);
+    if (rt->dns)
+        evdns_base_free(rt->dns, 0);
+    if (rt->client_tls)
+        SSL_CTX_free(rt->client_tls);
+    if (rt->server_tls)
+        SSL_CTX_free(rt->server_tls);
+    if (rt->base)
+        event_base_free(rt->base);
+    tg_config_unref(rt->cfg);
+}
+
+int tg_daemon_main(const char *config_path)
+{
+    tg_config_error cerr;
+    tg_config *cfg = tg_config_load(config_path, &cerr);
+    if (!cfg) {
+        fprintf(stderr, "%s:%d: %s\n", config_path, cerr.line, cerr.message);
+        return 1;
+    }
+    tg_log_configure(cfg->log_level, cfg->log_format);
+    signal(SIGPIPE, SIG_IGN);
+
+    tg_runtime rt;
+    memset(&rt, 0, sizeof(rt));
+    int rc = 1;
+    if (setup(&rt, cfg) == 0) {
+        log_info("tenantguard %s started (pid %d), server %s:%d, mode %s", PACKAGE_VERSION, (int)getpid(),
+                 cfg->server_host, cfg->server_port, tg_mode_name(cfg->policy.mode));
+        event_base_dispatch(rt.base);
+        log_info("tenantguard stopped");
+        rc = rt.exit_code;
+    }
+    teardown(&rt);
+    return rc;
+}

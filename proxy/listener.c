@@ -1,0 +1,240 @@
+/*
+ * listener.c -- TCP and unix-socket listeners and accept().
+ *
+ * Over max_client_conn, a client gets a FATAL 53300 and a close, as from
+ * PostgreSQL. When accept() runs out of descriptors the listeners pause for
+ * a moment instead of spinning, and resume on their own.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "policy/sqlstate.h"
+#include "proxy/pgframe.h"
+#include "proxy/runtime.h"
+#include "proxy/session.h"
+
+static void peer_name(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, len, "unix");
+    }
+}
+
+/* Best effort, non-blocking: the socket is fresh, the message is small. */
+static void refuse(evutil_socket_t fd, const char *sqlstate, const char *msg)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (b) {
+        pgf_error(b, "FATAL", sqlstate, msg, NULL);
+        evbuffer_write(b, fd);
+        evbuffer_free(b);
+    }
+    evutil_closesocket(fd);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    (void)l;
+    (void)salen;
+    tg_runtime *rt = arg;
+    char peer[64];
+    peer_name(sa, peer, sizeof(peer));
+
+    if (rt->phase != RT_RUNNING) {
+        refuse(fd, TG_SQLSTATE_CANNOT_CONNECT_NOW, "tenantguard is shutting down");
+        return;
+    }
+    if (rt->n_sessions >= rt->cfg->max_client_conn) {
+        rt->counters.clients_refused_max_conn++;
+        log_warning("refusing %s: max_client_conn (%d) reached", peer, rt->cfg->max_client_conn);
+        refuse(fd, TG_SQLSTATE_TOO_MANY_CONNECTIONS,
+               "tenantguard: too many connections (max_client_conn)");
+        return;
+    }
+    if (sa->sa_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    }
+    tg_session *s = sess_new(rt, fd, peer);
+    if (!s) {
+        refuse(fd, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory");
+        return;
+    }
+    rt->counters.clients_accepted++;
+    tg_clog(TG_LOG_DEBUG, &s->log, "accepted");
+    startup_begin(s);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tg_runtime *rt = arg;
+    if (rt->phase != RT_RUNNING)
+        return;
+    for (int i = 0; i < rt->n_listeners; i++)
+        evconnlistener_enable(rt->listeners[i]);
+    rt->listeners_paused = false;
+    log_info("accepting connections again");
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    tg_runtime *rt = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        log_warning("accept: %s", evutil_socket_error_to_string(err));
+        return;
+    }
+    if (rt->listeners_paused)
+        return;
+    log_warning("accept: %s; pausing new connections for 250ms", evutil_socket_error_to_string(err));
+    rt->listeners_paused = true;
+    for (int i = 0; i < rt->n_listeners; i++)
+        evconnlistener_disable(rt->listeners[i]);
+    struct timeval tv = {0, 250000};
+    evtimer_add(rt->listen_retry, &tv);
+}
+
+static int add_listener(tg_runtime *rt, const struct sockaddr *sa, int salen, const char *what,
+                        char *err, size_t errlen)
+{
+    if (rt->n_listeners == RT_MAX_LISTENERS) {
+        snprintf(err, errlen, "too many listeners");
+        return -1;
+    }
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+    if (rt->cfg->so_reuseport && sa->sa_family != AF_UNIX)
+        flags |= LEV_OPT_REUSEABLE_PORT;
+    if (sa->sa_family == AF_INET6)
+        flags |= LEV_OPT_BIND_IPV6ONLY;
+    struct evconnlistener *l =
+        evconnlistener_new_bind(rt->base, accept_cb, rt, flags, rt->cfg->listen_backlog, sa, salen);
+    if (!l) {
+        snprintf(err, errlen, "cannot listen on %s: %s", what,
+                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        return -1;
+    }
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    rt->listeners[rt->n_listeners++] = l;
+    log_info("listening on %s", what);
+    return 0;
+}
+
+static int open_tcp(tg_runtime *rt, const char *addr, char *err, size_t errlen)
+{
+    const tg_config *c = rt->cfg;
+    char what[128];
+    if (strcmp(addr, "*") == 0) {
+        struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->listen_port),
+                                 .sin_addr.s_addr = htonl(INADDR_ANY)};
+        snprintf(what, sizeof(what), "*:%d", c->listen_port);
+        if (add_listener(rt, (struct sockaddr *)&in, sizeof(in), what, err, errlen) != 0)
+            return -1;
+        struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)c->listen_port),
+                                   .sin6_addr = IN6ADDR_ANY_INIT};
+        snprintf(what, sizeof(what), "[::]:%d", c->listen_port);
+        if (add_listener(rt, (struct sockaddr *)&in6, sizeof(in6), what, err, errlen) != 0)
+            log_warning("%s (continuing with IPv4 only)", err);
+        return 0;
+    }
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char spec[160];
+    if (strchr(addr, ':'))
+        snprintf(spec, sizeof(spec), "[%s]:%d", addr, c->listen_port);
+    else
+        snprintf(spec, sizeof(spec), "%s:%d", addr, c->listen_port);
+    if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) != 0) {
+        snprintf(err, errlen, "listen_addr: \"%s\" is not an IP address (or *)", addr);
+        return -1;
+    }
+    return add_listener(rt, (struct sockaddr *)&ss, sslen, spec, err, errlen);
+}
+
+static int open_unix(tg_runtime *rt, char *err, size_t errlen)
+{
+    const tg_config *c = rt->cfg;
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int n = snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.%d", c->unix_socket_dir,
+                     c->listen_port);
+    if (n >= (int)sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "unix_socket_dir is too long for a socket path");
+        return -1;
+    }
+    unlink(sun.sun_path);   /* a stale socket of an earlier run */
+    if (add_listener(rt, (struct sockaddr *)&sun, sizeof(sun), sun.sun_path, err, errlen) != 0)
+        return -1;
+    chmod(sun.sun_path, 0777);   /* like PostgreSQL's default unix_socket_permissions */
+    snprintf(rt->unix_path, sizeof(rt->unix_path), "%s", sun.sun_path);
+    return 0;
+}
+
+int listeners_open(tg_runtime *rt, char *err, size_t errlen)
+{
+    const tg_config *c = rt->cfg;
+    rt->listen_retry = evtimer_new(rt->base, retry_cb, rt);
+    if (!rt->listen_retry) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (c->listen_addr[0]) {
+        char *list = strdup(c->listen_addr), *save = NULL;
+        if (!list) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (char *a = strtok_r(list, ", ", &save); a; a = strtok_r(NULL, ", ", &save)) {
+            if (open_tcp(rt, a, err, errlen) != 0) {
+                free(list);
+                return -1;
+            }
+        }
+        free(list);
+    }
+    if (c->unix_socket_dir[0] && open_unix(rt, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+void listeners_close(tg_runtime *rt)
+{
+    for (int i = 0; i < rt->n_listeners; i++)
+        evconnlistener_free(rt->listeners[i]);
+    rt->n_listeners = 0;
+    if (rt->listen_retry) {
+        event_free(rt->listen_retry);
+        rt->listen_retry = NULL;
+    }
+    if (rt->unix_path[0]) {
+        unlink(rt->unix_path);
+        rt->unix_path[0] = '\0';
+    }
+}

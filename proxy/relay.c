@@ -1,0 +1,290 @@
+/*
+ * relay.c -- the active phase: messages in both directions.
+ *
+ * Each direction loops over whole messages at the head of its input buffer
+ * and hands each to the handler of its type (a table, not a switch in one
+ * long function). Messages nobody needs to read are passed through as a
+ * stream: the header and whatever part of the body has arrived, the rest as
+ * it comes, so a 1 GB DataRow never sits in memory. Messages that are read
+ * (Query and Parse from the client; ReadyForQuery, CommandComplete,
+ * ErrorResponse and ParameterStatus from the server) are taken whole.
+ *
+ * Backpressure: a side stops reading while the other side's output holds
+ * more than buffer_high_water bytes, and resumes when that output drained
+ * to half of it (the write low-water mark).
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "policy/sqlstate.h"
+#include "proxy/pgframe.h"
+#include "proxy/pgproto.h"
+#include "proxy/relay.h"
+#include "proxy/runtime.h"
+#include "proxy/session.h"
+#include "proxy/track.h"
+
+/* Server messages the proxy reads are small; a bigger one of these types
+ * means a broken or hostile server. */
+#define SERVER_INSPECT_MAX (16 * 1024 * 1024)
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void server_read_cb(struct bufferevent *bev, void *arg);
+static void output_drained_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void server_event_cb(struct bufferevent *bev, short what, void *arg);
+
+void relay_begin(tg_session *s)
+{
+    size_t hw = (size_t)s->cfg->buffer_high_water;
+    if (s->timer)
+        evtimer_del(s->timer);   /* login is over; the janitor watches idleness */
+    s->last_activity = time(NULL);
+    bufferevent_setcb(s->cl.bev, client_read_cb, output_drained_cb, client_event_cb, s);
+    bufferevent_setcb(s->sv.bev, server_read_cb, output_drained_cb, server_event_cb, s);
+    bufferevent_setwatermark(s->cl.bev, EV_WRITE, hw / 2, 0);
+    bufferevent_setwatermark(s->sv.bev, EV_WRITE, hw / 2, 0);
+    bufferevent_set_max_single_read(s->cl.bev, 65536);
+    bufferevent_set_max_single_read(s->sv.bev, 65536);
+    bufferevent_enable(s->cl.bev, EV_READ | EV_WRITE);
+    bufferevent_enable(s->sv.bev, EV_READ | EV_WRITE);
+    /* The client may have pipelined its first queries behind its password. */
+    if (evbuffer_get_length(bufferevent_get_input(s->cl.bev)) > 0)
+        client_read_cb(s->cl.bev, s);
+}
+
+/* ---------------------------------------------------------------- plumbing */
+
+static bool over_high_water(const tg_session *s, struct bufferevent *dst)
+{
+    return evbuffer_get_length(bufferevent_get_output(dst)) >= (size_t)s->cfg->buffer_high_water;
+}
+
+/* Move up to `n` bytes of a message being streamed; returns bytes left. */
+static uint32_t stream_some(struct evbuffer *in, struct evbuffer *out, uint32_t n, uint64_t *count)
+{
+    size_t avail = evbuffer_get_length(in);
+    size_t take = avail < n ? avail : n;
+    if (take) {
+        evbuffer_remove_buffer(in, out, take);
+        *count += take;
+    }
+    return n - (uint32_t)take;
+}
+
+/* Pass one message through: whole if it is here, else header + what has
+ * arrived, the rest streamed later via *stream_left. */
+static void pass_message(struct evbuffer *in, struct evbuffer *out, const pgf_header *h,
+                         uint32_t *stream_left, uint64_t *count)
+{
+    *stream_left = stream_some(in, out, (uint32_t)pgf_wire_len(h), count);
+}
+
+void relay_resume_reading(tg_session *s)
+{
+    if (s->state != SS_ACTIVE)
+        return;
+    if (s->cl.throttled && !over_high_water(s, s->sv.bev)) {
+        s->cl.throttled = false;
+        bufferevent_enable(s->cl.bev, EV_READ);
+        client_read_cb(s->cl.bev, s);   /* work on what is already buffered */
+    }
+    if (s->state == SS_ACTIVE && s->sv.throttled && !over_high_water(s, s->cl.bev)) {
+        s->sv.throttled = false;
+        bufferevent_enable(s->sv.bev, EV_READ);
+        server_read_cb(s->sv.bev, s);
+    }
+}
+
+static void output_drained_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    relay_resume_reading(arg);
+}
+
+/* ---------------------------------------------------------------- client -> server */
+
+static bool frontend_type_ok(char t)
+{
+    switch (t) {
+    case PG_FE_BIND: case PG_FE_CLOSE: case PG_FE_DESCRIBE: case PG_FE_EXECUTE:
+    case PG_FE_FUNCTION_CALL: case PG_FE_FLUSH: case PG_FE_PARSE: case PG_FE_QUERY:
+    case PG_FE_SYNC: case PG_FE_TERMINATE: case PG_FE_COPY_FAIL: case PG_FE_COPY_DONE:
+    case PG_FE_COPY_DATA: case PG_FE_PASSWORD:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void client_protocol_error(tg_session *s, const char *msg)
+{
+    s->rt->counters.protocol_errors++;
+    sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION, msg, NULL);
+}
+
+/* Returns false when the session ended. */
+static bool handle_client_message(tg_session *s, const pgf_header *h, struct evbuffer *in,
+                                  struct evbuffer *out)
+{
+    bool whole = evbuffer_get_length(in) >= pgf_wire_len(h);
+
+    switch (h->type) {
+    case PG_FE_TERMINATE:
+        s->cl.bytes_in += pgf_wire_len(h);
+        sess_close(s, "client terminated");
+        return false;
+    case PG_FE_QUERY:
+    case PG_FE_PARSE:
+        if (!whole)
+            return true;   /* wait: these are read whole (bounded by max_packet_size) */
+        if (relay_statement(s, h, in, out) != 0)
+            return false;
+        break;
+    case PG_FE_DESCRIBE: {
+        uint8_t hdr[6];
+        if (!whole)
+            return true;
+        evbuffer_copyout(in, hdr, 6);   /* type, length, 'S'tatement or 'P'ortal */
+        if (track_push(s->track, h->type, hdr[5] == 'S', NULL) != 0) {
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return false;
+        }
+        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        break;
+    }
+    default:
+        if (track_push(s->track, h->type, false, NULL) != 0) {
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return false;
+        }
+        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        break;
+    }
+    return true;
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    tg_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *out = bufferevent_get_output(s->sv.bev);
+
+    s->last_activity = time(NULL);
+    while (s->state == SS_ACTIVE) {
+        if (s->cl.stream_left) {
+            s->cl.stream_left = stream_some(in, out, s->cl.stream_left, &s->cl.bytes_in);
+            if (s->cl.stream_left)
+                break;
+        }
+        if (over_high_water(s, s->sv.bev)) {
+            s->cl.throttled = true;
+            bufferevent_disable(bev, EV_READ);
+            break;
+        }
+        pgf_header h;
+        pgf_peek_result pr = pgf_peek(in, &h);
+        if (pr == PGF_NEED_MORE)
+            break;
+        if (pr == PGF_BAD_LENGTH) {
+            client_protocol_error(s, "tenantguard: invalid message length");
+            return;
+        }
+        if (!frontend_type_ok(h.type)) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "tenantguard: invalid frontend message type %d", (unsigned char)h.type);
+            client_protocol_error(s, msg);
+            return;
+        }
+        if ((int64_t)h.len - 4 > s->cfg->max_packet_size) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "tenantguard: message of %u bytes exceeds max_packet_size (%lld)",
+                     h.len - 4, (long long)s->cfg->max_packet_size);
+            client_protocol_error(s, msg);
+            return;
+        }
+        size_t before = evbuffer_get_length(in);
+        if (!handle_client_message(s, &h, in, out))
+            return;
+        if (evbuffer_get_length(in) == before)
+            break;   /* waiting for the rest of a whole-read message */
+    }
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    tg_session *s = arg;
+    sess_close(s, (what & BEV_EVENT_EOF) ? "client disconnected" : "client connection error");
+}
+
+/* ---------------------------------------------------------------- server -> client */
+
+static bool server_inspects(char type)
+{
+    return type == PG_BE_READY || type == PG_BE_COMMAND_COMPLETE || type == PG_BE_ERROR ||
+           type == PG_BE_PARAM_STATUS;
+}
+
+static void server_read_cb(struct bufferevent *bev, void *arg)
+{
+    tg_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *out = bufferevent_get_output(s->cl.bev);
+
+    while (s->state == SS_ACTIVE) {
+        if (s->sv.stream_left) {
+            s->sv.stream_left = stream_some(in, out, s->sv.stream_left, &s->sv.bytes_in);
+            if (s->sv.stream_left)
+                break;
+        }
+        if (over_high_water(s, s->cl.bev)) {
+            s->sv.throttled = true;
+            bufferevent_disable(bev, EV_READ);
+            break;
+        }
+        pgf_header h;
+        pgf_peek_result pr = pgf_peek(in, &h);
+        if (pr == PGF_NEED_MORE)
+            break;
+        if (pr == PGF_BAD_LENGTH || (server_inspects(h.type) && h.len > SERVER_INSPECT_MAX)) {
+            sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE, "tenantguard: invalid message from the server",
+                       NULL);
+            return;
+        }
+        if (server_inspects(h.type)) {
+            if (evbuffer_get_length(in) < pgf_wire_len(&h))
+                break;
+            if (relay_server_message(s, &h, in, out) != 0)
+                return;
+            continue;
+        }
+        track_server_msg(s->track, h.type);
+        pass_message(in, out, &h, &s->sv.stream_left, &s->sv.bytes_in);
+    }
+}
+
+static void server_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    tg_session *s = arg;
+    if (s->sv.said_fatal) {
+        sess_close_after_flush(s, "the server ended the session");
+        return;
+    }
+    /* The server ended the session (it usually said why in an ErrorResponse,
+     * already relayed). Tell the client, which may be mid-query. */
+    sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE,
+               (what & BEV_EVENT_EOF) ? "tenantguard: the server closed the connection"
+                                      : "tenantguard: lost the connection to the server",
+               NULL);
+}

@@ -1,0 +1,96 @@
+/*
+ * runtime.h -- the daemon's one runtime struct: the event loop, listeners,
+ * the current config snapshot, TLS contexts, the session lists and counters.
+ *
+ * Together with the config pointer inside it, this is the only process-wide
+ * state (style habit 11). Everything here is touched from the event-loop
+ * thread only.
+ */
+#ifndef TG_RUNTIME_H
+#define TG_RUNTIME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include "policy/config.h"
+#include "proxy/session.h"
+
+struct event_base;
+struct evdns_base;
+struct evconnlistener;
+struct event;
+struct cancel_map;
+
+typedef enum {
+    RT_RUNNING = 0,
+    RT_DRAINING,        /* SIGTERM: not accepting; sessions may finish */
+    RT_STOPPING,        /* closing everything; the loop exits when empty */
+} rt_phase;
+
+#define RT_MAX_LISTENERS 8
+
+typedef struct rt_counters {
+    uint64_t clients_accepted;
+    uint64_t clients_refused_max_conn;
+    uint64_t login_failures;
+    uint64_t server_connect_failures;
+    uint64_t cancels_forwarded;
+    uint64_t cancels_unknown;
+    uint64_t protocol_errors;
+} rt_counters;
+
+typedef struct tg_runtime {
+    struct event_base *base;
+    struct evdns_base *dns;
+    tg_config *cfg;                 /* current snapshot; sessions hold their own refs */
+    uint64_t generation;            /* of cfg */
+    SSL_CTX *client_tls;            /* NULL when client_tls_mode = disable */
+    SSL_CTX *server_tls;            /* NULL when server_sslmode = disable */
+
+    struct evconnlistener *listeners[RT_MAX_LISTENERS];
+    int n_listeners;
+    bool listeners_paused;          /* accept() hit EMFILE/ENFILE */
+    char unix_path[108];            /* our socket file, removed at exit */
+    struct event *listen_retry;
+
+    struct event *ev_term, *ev_int, *ev_hup, *ev_pipe;
+    struct event *janitor;          /* once a second: timeouts, shutdown progress */
+    struct event *reaper;           /* frees rt->justfree after the current iteration */
+
+    TAILQ_HEAD(, tg_session) sessions;   /* every live session */
+    TAILQ_HEAD(, tg_session) justfree;   /* SS_DEAD, freed by the reaper */
+    int n_sessions;
+    uint64_t next_session_id;
+
+    rt_phase phase;
+    time_t drain_deadline;
+    int exit_code;
+
+    struct cancel_map *cancels;     /* our cancel key -> session */
+    rt_counters counters;
+} tg_runtime;
+
+/* Schedule the reaper (a session was moved to justfree). */
+void rt_schedule_reap(tg_runtime *rt);
+
+/* TLS contexts for a config; NULL + message when the files are bad. */
+SSL_CTX *tls_client_ctx_new(const tg_config *cfg, char *err, size_t errlen);
+SSL_CTX *tls_server_ctx_new(const tg_config *cfg, char *err, size_t errlen);
+
+/* Listeners (listener.c). */
+int listeners_open(tg_runtime *rt, char *err, size_t errlen);
+void listeners_close(tg_runtime *rt);
+
+/* Cancel keys (cancel.c). */
+struct cancel_map *cancel_map_new(void);
+void cancel_map_free(struct cancel_map *m);
+int cancel_register(tg_runtime *rt, tg_session *s);     /* assigns s->cancel_key */
+void cancel_unregister(tg_runtime *rt, tg_session *s);
+/* A CancelRequest for (pid, key) arrived: forward it if it is one of ours. */
+void cancel_forward(tg_runtime *rt, int32_t pid, int32_t key, const char *peer);
+
+#endif
