@@ -55,8 +55,17 @@ void relay_begin(tg_session *s)
     bufferevent_setwatermark(s->sv.bev, EV_WRITE, hw / 2, 0);
     bufferevent_set_max_single_read(s->cl.bev, 65536);
     bufferevent_set_max_single_read(s->sv.bev, 65536);
-    bufferevent_enable(s->cl.bev, EV_READ | EV_WRITE);
-    bufferevent_enable(s->sv.bev, EV_READ | EV_WRITE);
+    if (fastio_attach(&s->cl_io, s->rt->base, s->cl.bev, !s->cl.tls, client_read_cb, client_event_cb, s) != 0 ||
+        fastio_attach(&s->sv_io, s->rt->base, s->sv.bev, !s->sv.tls, server_read_cb, server_event_cb, s) != 0) {
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return;
+    }
+    /* Output queued by the auth phase (ReadyForQuery at least) is now ours
+     * to write: attaching took EV_WRITE away from libevent. */
+    fastio_flush(&s->cl_io);
+    fastio_flush(&s->sv_io);
+    if (s->state != SS_ACTIVE)
+        return;
     /* The client may have pipelined its first queries behind its password. */
     if (evbuffer_get_length(bufferevent_get_input(s->cl.bev)) > 0)
         client_read_cb(s->cl.bev, s);
@@ -95,20 +104,23 @@ void relay_resume_reading(tg_session *s)
         return;
     if (s->cl.throttled && !over_high_water(s, s->sv.bev)) {
         s->cl.throttled = false;
-        bufferevent_enable(s->cl.bev, EV_READ);
+        fastio_read(&s->cl_io, true);
         client_read_cb(s->cl.bev, s);   /* work on what is already buffered */
     }
     if (s->state == SS_ACTIVE && s->sv.throttled && !over_high_water(s, s->cl.bev)) {
         s->sv.throttled = false;
-        bufferevent_enable(s->sv.bev, EV_READ);
+        fastio_read(&s->sv_io, true);
         server_read_cb(s->sv.bev, s);
     }
 }
 
 static void output_drained_cb(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
-    relay_resume_reading(arg);
+    tg_session *s = arg;
+    if (s->state != SS_ACTIVE)
+        return;
+    fastio_write_done(bev == s->cl.bev ? &s->cl_io : &s->sv_io);
+    relay_resume_reading(s);
 }
 
 /* ---------------------------------------------------------------- client -> server */
@@ -173,9 +185,19 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
     return true;
 }
 
+static void client_read_batch(struct bufferevent *bev, tg_session *s);
+
+/* One batch: everything the client sent that can go now, then one write. */
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
     tg_session *s = arg;
+    client_read_batch(bev, s);
+    if (s->state == SS_ACTIVE)
+        fastio_flush(&s->sv_io);
+}
+
+static void client_read_batch(struct bufferevent *bev, tg_session *s)
+{
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer *out = bufferevent_get_output(s->sv.bev);
 
@@ -188,7 +210,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
         }
         if (over_high_water(s, s->sv.bev)) {
             s->cl.throttled = true;
-            bufferevent_disable(bev, EV_READ);
+            fastio_read(&s->cl_io, false);
             break;
         }
         pgf_header h;
@@ -235,9 +257,18 @@ static bool server_inspects(char type)
            type == PG_BE_PARAM_STATUS;
 }
 
+static void server_read_batch(struct bufferevent *bev, tg_session *s);
+
 static void server_read_cb(struct bufferevent *bev, void *arg)
 {
     tg_session *s = arg;
+    server_read_batch(bev, s);
+    if (s->state == SS_ACTIVE)
+        fastio_flush(&s->cl_io);
+}
+
+static void server_read_batch(struct bufferevent *bev, tg_session *s)
+{
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer *out = bufferevent_get_output(s->cl.bev);
 
@@ -249,7 +280,7 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
         }
         if (over_high_water(s, s->cl.bev)) {
             s->sv.throttled = true;
-            bufferevent_disable(bev, EV_READ);
+            fastio_read(&s->sv_io, false);
             break;
         }
         pgf_header h;

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,7 +138,14 @@ static void server_event_cb(struct bufferevent *bev, short what, void *arg)
             send_startup(s);
             return;
         }
-        /* TCP or unix connect done. */
+        /* TCP or unix connect done. Small request/response messages must not
+         * wait for Nagle's algorithm. */
+        if (s->cfg->server_host[0] != '/') {
+            int one = 1;
+            evutil_socket_t fd = bufferevent_getfd(bev);
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+        }
         if (s->cfg->server_sslmode == TG_SERVER_SSL_DISABLE || s->cfg->server_host[0] == '/') {
             send_startup(s);
             return;

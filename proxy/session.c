@@ -86,6 +86,7 @@ tg_session *sess_new(tg_runtime *rt, int fd, const char *peer)
 
 void sess_free_server(tg_session *s)
 {
+    fastio_detach(&s->sv_io);
     if (!s->sv.bev)
         return;
     evutil_socket_t fd = s->sv.bev_owns_fd ? -1 : bufferevent_getfd(s->sv.bev);
@@ -99,6 +100,7 @@ void sess_free_server(tg_session *s)
 static void free_halves(tg_session *s)
 {
     sess_free_server(s);
+    fastio_detach(&s->cl_io);
     if (s->cl.bev) {
         bufferevent_free(s->cl.bev);
         s->cl.bev = NULL;
@@ -182,6 +184,7 @@ void sess_close_after_flush(tg_session *s, const char *why)
         return;
     /* The server half goes at once: nothing more will be relayed. */
     sess_free_server(s);
+    fastio_detach(&s->cl_io);
     if (!s->cl.bev || evbuffer_get_length(bufferevent_get_output(s->cl.bev)) == 0) {
         sess_close(s, why);
         return;

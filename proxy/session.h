@@ -17,6 +17,7 @@
 
 #include "policy/config.h"
 #include "policy/log.h"
+#include "proxy/fastio.h"
 
 struct bufferevent;
 struct event;
@@ -79,6 +80,7 @@ typedef struct tg_session {
 
     sess_client cl;
     sess_server sv;
+    fastio cl_io, sv_io;         /* the active phase's I/O of each half */
 
     int32_t cancel_key;          /* the key the client got in BackendKeyData (ours) */
     bool in_cancel_map;

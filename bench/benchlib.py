@@ -1,0 +1,133 @@
+"""Shared pieces of tenantguard's benchmarks: a throwaway PostgreSQL, PgBouncer
+and tenantguard side by side, pgbench runs with per-transaction logs, CPU of a
+process from /proc. Run with Debian's /usr/bin/python3."""
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+import tgtest  # noqa: E402
+
+PGBENCH = os.path.join(tgtest.PG_BIN, "pgbench")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """user+system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class PgBouncer:
+    def __init__(self, pg, workdir, pool_mode="session", pool_size=20, max_client_conn=2000):
+        self.pg = pg
+        self.port = tgtest.free_port()
+        self.workdir = workdir
+        self.ini = os.path.join(workdir, "pgbouncer.ini")
+        users = os.path.join(workdir, "userlist.txt")
+        with open(users, "w") as f:
+            f.write('"trust_user" ""\n"app" ""\n')
+        with open(self.ini, "w") as f:
+            f.write(f"""[databases]
+* = host=127.0.0.1 port={pg.port}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+auth_type = trust
+auth_file = {users}
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
+max_client_conn = {max_client_conn}
+max_db_connections = 0
+logfile = {workdir}/pgbouncer.log
+pidfile = {workdir}/pgbouncer.pid
+unix_socket_dir =
+ignore_startup_parameters = extra_float_digits,options
+""")
+        self.proc = None
+
+    def start(self):
+        argv = ["pgbouncer", self.ini]
+        if os.geteuid() == 0:
+            os.chmod(self.workdir, 0o777)
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tgtest.wait_until(lambda: tgtest.port_open(self.port), 10, what="pgbouncer")
+        return self
+
+    @property
+    def pid(self):
+        with open(os.path.join(self.workdir, "pgbouncer.pid")) as f:
+            return int(f.read().strip())
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def pgbench(port, db, args, duration, clients, logdir, user="trust_user", env=None):
+    """Run pgbench; return (tps, p99_ms, n_transactions, output)."""
+    for f in os.listdir(logdir):
+        os.unlink(os.path.join(logdir, f))
+    prefix = os.path.join(logdir, "tx")
+    argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-T", str(duration),
+            "-c", str(clients), "-j", "2", "-l", "--log-prefix", prefix] + args + [db]
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {r.stderr}\n{r.stdout}")
+    m = re.search(r"tps = ([\d.]+) \((without|excluding)", r.stdout)
+    tps = float(m.group(1)) if m else 0.0
+    lat = []
+    for f in os.listdir(logdir):
+        with open(os.path.join(logdir, f)) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3:
+                    lat.append(int(parts[2]))
+    lat.sort()
+    p99 = lat[int(len(lat) * 0.99)] / 1000.0 if lat else 0.0
+    return tps, p99, len(lat), r.stdout
+
+
+def median(xs):
+    return statistics.median(xs) if xs else 0.0
+
+
+def start_cluster():
+    base = tgtest.make_tempdir("tg-bench-")
+    pg = tgtest.PgCluster(base)
+    pg.start()
+    # More connections for the idle-client test; benchmarks are not about durability.
+    return pg, base
+
+
+def cleanup(pg, base):
+    pg.stop("immediate")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def workdir():
+    d = tempfile.mkdtemp(prefix="tg-bench-w-")
+    os.chmod(d, 0o777)
+    return d

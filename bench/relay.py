@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""bench/relay -- PostgreSQL directly vs PgBouncer (session mode) vs tenantguard,
+in one run, interleaved: pgbench -S (select-only) and a one-row INSERT, each
+with -M simple and -M prepared, 8 clients. Reports median TPS and p99 latency
+over the rounds, the ratios, and each proxy's CPU per transaction; then the
+proxy's RSS with 1,000 idle clients.
+
+    bench/relay [--rounds 3] [--seconds 10] [--clients 8] [--idle 1000]
+
+Not a test: figures go to the issue's closing note. The machine is noisy:
+quote medians and ratios.
+"""
+import argparse
+import os
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+import tgtest  # noqa: E402
+
+INSERT_SQL = "\\set r random(1, 1000000)\nINSERT INTO bench_insert (a, b) VALUES (:r, 'relay');\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--idle", type=int, default=1000)
+    args = ap.parse_args()
+
+    pg, base = B.start_cluster()
+    wd = B.workdir()
+    try:
+        pg.psql("ALTER SYSTEM SET max_connections = 1200", db="postgres")
+        pg.restart_server()
+        pg.psql("CREATE DATABASE bench OWNER trust_user", db="postgres")
+        B.subprocess.run([B.PGBENCH, "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port),
+                          "-U", "trust_user", "bench"], check=True, capture_output=True)
+        pg.psql("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, a int, b text)", db="bench",
+                user="trust_user")
+        script = os.path.join(wd, "insert.sql")
+        with open(script, "w") as f:
+            f.write(INSERT_SQL)
+
+        bouncer = B.PgBouncer(pg, wd).start()
+        proxy = tgtest.Proxy(pg, wd, {"log_level": "warning", "max_client_conn": 5000})
+        proxy.start()
+        targets = {"direct": (pg.port, None), "pgbouncer": (bouncer.port, bouncer.pid),
+                   "tenantguard": (proxy.port, proxy.proc.pid)}
+        workloads = {"select": ["-S"], "insert": ["-f", script]}
+        logdir = os.path.join(wd, "logs")
+        os.makedirs(logdir, exist_ok=True)
+        results = {}
+        for rnd in range(args.rounds):
+            for wl, wargs in workloads.items():
+                for mode in ("simple", "prepared"):
+                    for name, (port, pid) in targets.items():
+                        cpu0 = B.cpu_seconds(pid) if pid else 0
+                        tps, p99, n, _ = B.pgbench(port, "bench", wargs + ["-M", mode], args.seconds,
+                                                   args.clients, logdir)
+                        cpu = (B.cpu_seconds(pid) - cpu0) if pid else 0
+                        r = results.setdefault((wl, mode, name), {"tps": [], "p99": [], "cpu_us": []})
+                        r["tps"].append(tps)
+                        r["p99"].append(p99)
+                        if pid and n:
+                            r["cpu_us"].append(cpu / n * 1e6)
+                        print(f"round {rnd + 1} {wl:6s} {mode:8s} {name:11s} tps {tps:9.0f}  "
+                              f"p99 {p99:6.2f} ms" + (f"  cpu/tx {cpu / n * 1e6:6.1f} us" if pid and n else ""),
+                              flush=True)
+
+        print("\nmedians over", args.rounds, "rounds,", args.clients, "clients,", args.seconds, "s each")
+        print(f"{'workload':16s} {'target':11s} {'tps':>9s} {'p99 ms':>7s} {'cpu/tx us':>9s} "
+              f"{'x direct':>8s} {'x pgbouncer':>11s}")
+        for wl in workloads:
+            for mode in ("simple", "prepared"):
+                d = B.median(results[(wl, mode, "direct")]["tps"])
+                pb = B.median(results[(wl, mode, "pgbouncer")]["tps"])
+                for name in targets:
+                    r = results[(wl, mode, name)]
+                    t = B.median(r["tps"])
+                    print(f"{wl + ' ' + mode:16s} {name:11s} {t:9.0f} {B.median(r['p99']):7.2f} "
+                          f"{B.median(r['cpu_us']):9.1f} {t / d:8.2f} {t / pb:11.2f}")
+
+        # RSS with idle clients: log in and stay idle.
+        if args.idle:
+            rss0 = B.rss_kib(proxy.proc.pid)
+            conns = []
+            for _ in range(args.idle):
+                conns.append(idle_client(proxy.port))
+            tgtest.wait_until(lambda: proxy_sessions_ready(proxy, args.idle), 60, what="idle sessions")
+            rss1 = B.rss_kib(proxy.proc.pid)
+            print(f"\ntenantguard RSS: {rss0} KiB at rest, {rss1} KiB with {args.idle} idle clients "
+                  f"({(rss1 - rss0) / args.idle:.1f} KiB per session)")
+            for c in conns:
+                c.close()
+        bouncer.stop()
+        proxy.stop()
+    finally:
+        B.cleanup(pg, base)
+
+
+def idle_client(port):
+    """A raw protocol-3 login as trust_user that then stays idle."""
+    s = socket.create_connection(("127.0.0.1", port))
+    params = b"user\0trust_user\0database\0bench\0\0"
+    s.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
+    buf = b""
+    while b"Z\0\0\0\x05" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("login failed")
+        buf += chunk
+    return s
+
+
+def proxy_sessions_ready(proxy, n):
+    return True
+
+
+if __name__ == "__main__":
+    main()
