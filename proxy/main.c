@@ -18,6 +18,7 @@
 #include "proxy/commands.h"
 
 static int cmd_check_config(int argc, char **argv);
+static int cmd_config_keys(int argc, char **argv);
 static int cmd_run(int argc, char **argv);
 
 typedef struct command {
@@ -29,6 +30,7 @@ typedef struct command {
 static const command commands[] = {
     {"run", cmd_run, "run the proxy in the foreground (the default): tenantguard -c FILE"},
     {"check-config", cmd_check_config, "validate a config file: exit 0 when good, 1 with file:line: message"},
+    {"config-keys", cmd_config_keys, "print every config key with its type, default and meaning (markdown)"},
     TG_EXTRA_COMMANDS
 };
 
@@ -106,6 +108,35 @@ static int cmd_check_config(int argc, char **argv)
     printf("%s: OK (%d watched tables, mode %s)\n", path, cfg->policy.n_tables,
            tg_mode_name(cfg->policy.mode));
     tg_config_unref(cfg);
+    return 0;
+}
+
+static int cmd_config_keys(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("Usage: tenantguard config-keys\n"
+               "Prints every config key as a markdown table: section, key, type, default,\n"
+               "whether SIGHUP reloads it, meaning.\n");
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "Usage: tenantguard config-keys\n");
+        return 64;
+    }
+    printf("| section | key | type | default | reload | meaning |\n|---|---|---|---|---|---|\n");
+    for (int i = 0; i < tg_config_key_count(); i++) {
+        const tg_config_keyinfo *k = tg_config_key_at(i);
+        char def[256];
+        if (k->def[0])
+            snprintf(def, sizeof(def), "`%s`", k->def);
+        else
+            snprintf(def, sizeof(def), "(empty)");
+        printf("| %s | `%s` | %s | %s | %s | %s |\n", k->section, k->name, k->type, def,
+               k->reloadable ? "yes" : "restart", k->help);
+    }
+    printf("| table NAME | `mode` | enum | (the global mode) | yes | off, observe or enforce for this table |\n"
+           "| table NAME | `tenant_column` | string | (from [policy]) | yes | this table's tenant column |\n"
+           "| table NAME | `workspace_column` | string | (from [policy]) | yes | this table's workspace column |\n");
     return 0;
 }
 
