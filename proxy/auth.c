@@ -155,10 +155,19 @@ static void auth_server_read_cb(struct bufferevent *bev, void *arg)
             continue;
         } else if (h.type == PG_BE_READY) {
             s->sv.txn_status = h.len >= 5 ? (char)msg[5] : 'I';
-            s->cl.bytes_out += wire;
-            evbuffer_remove_buffer(in, out, wire);
             tg_clog(TG_LOG_INFO, &s->log, "login ok%s%s", s->cl.tls ? ", client TLS" : "",
                     s->sv.tls ? ", server TLS" : "");
+            sessenv_init(&s->env, s->cl.user);
+            if (probe_needed(s->cfg)) {
+                /* Hold the client's ReadyForQuery until the probe answered. */
+                evbuffer_drain(in, wire);
+                sess_set_state(s, SS_PROBE);
+                probe_begin(s);
+                return;
+            }
+            s->cl.bytes_out += wire;
+            evbuffer_remove_buffer(in, out, wire);
+            sessenv_set_login_path(&s->env, NULL);
             sess_set_state(s, SS_ACTIVE);
             relay_begin(s);
             return;

@@ -20,7 +20,39 @@
 #include "proxy/commands.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
+#include "proxy/sidecar.h"
 #include "proxy/track.h"
+
+/* ---------------------------------------------------------------- policy */
+
+int rt_policy_rebuild(tg_runtime *rt)
+{
+    rw_policy *p = rw_policy_new(&rt->cfg->policy, NULL, rt->rw_generation + 1);
+    if (!p)
+        return -1;
+    if (rt->rw)
+        rw_policy_free(rt->rw);
+    rt->rw = p;
+    rt->rw_generation++;
+    if (rt->cache)
+        rw_cache_clear(rt->cache);
+    if (!rt->stats || rt->stats->n_tables != rt->cfg->policy.n_tables) {
+        if (!rt->stats)
+            rt->stats = tg_stats_new(rt->cfg->policy.n_tables);
+        else
+            tg_stats_resize(rt->stats, rt->cfg->policy.n_tables);
+    }
+    return rt->stats ? 0 : -1;
+}
+
+bool rt_any_enforced(const tg_runtime *rt)
+{
+    const tg_policy *p = &rt->cfg->policy;
+    for (int i = 0; i < p->n_tables; i++)
+        if (p->tables[i].mode == TG_MODE_ENFORCE)
+            return true;
+    return false;
+}
 
 /* ---------------------------------------------------------------- reaping */
 
@@ -176,6 +208,8 @@ static void reload(tg_runtime *rt)
     tg_config_unref(rt->cfg);
     rt->cfg = neu;
     rt->generation++;
+    if (rt_policy_rebuild(rt) != 0)
+        log_error("reload: out of memory building the policy; keeping the old one");
     tg_log_configure(neu->log_level, neu->log_format);
     log_info("config reloaded (generation %llu)", (unsigned long long)rt->generation);
 }
@@ -233,6 +267,30 @@ static int setup(tg_runtime *rt, tg_config *cfg)
     event_add(rt->ev_term, NULL);
     event_add(rt->ev_int, NULL);
     event_add(rt->ev_hup, NULL);
+    if (rt_any_enforced(rt)) {
+        if (cfg->sidecar_dsn[0]) {
+            int hc = sidecar_check_helpers(cfg, err, sizeof(err));
+            if (hc > 0) {
+                log_error("%s", err);
+                return -1;
+            }
+            if (hc < 0)
+                log_warning("%s; each session checks the helpers at login instead", err);
+        } else {
+            log_info("enforce mode: no sidecar_dsn, so each session checks tenantguard's SQL helpers "
+                     "at login");
+        }
+    }
+    const char *selftest = rw_selftest();
+    if (selftest) {
+        log_error("the SQL parser failed its self-test: %s", selftest);
+        return -1;
+    }
+    rt->cache = rw_cache_new((size_t)cfg->cache_max_bytes, cfg->cache_max_entries);
+    if (!rt->cache || rt_policy_rebuild(rt) != 0) {
+        log_error("out of memory");
+        return -1;
+    }
     if (listeners_open(rt, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return -1;
@@ -255,6 +313,11 @@ static void teardown(tg_runtime *rt)
         if (evs[i])
             event_free(evs[i]);
     cancel_map_free(rt->cancels);
+    if (rt->rw)
+        rw_policy_free(rt->rw);
+    if (rt->cache)
+        rw_cache_free(rt->cache);
+    tg_stats_free(rt->stats);
     if (rt->dns)
         evdns_base_free(rt->dns, 0);
     if (rt->client_tls)

@@ -31,6 +31,7 @@
 #include "proxy/relay.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
+#include "proxy/stmtctx.h"
 #include "proxy/track.h"
 
 /* Server messages the proxy reads are small; a bigger one of these types
@@ -102,7 +103,7 @@ void relay_resume_reading(tg_session *s)
 {
     if (s->state != SS_ACTIVE)
         return;
-    if (s->cl.throttled && !over_high_water(s, s->sv.bev)) {
+    if (s->cl.throttled && !over_high_water(s, s->sv.bev) && !track_full(s->track)) {
         s->cl.throttled = false;
         fastio_read(&s->cl_io, true);
         client_read_cb(s->cl.bev, s);   /* work on what is already buffered */
@@ -174,6 +175,33 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
         pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
         break;
     }
+    case PG_FE_BIND:
+    case PG_FE_EXECUTE:
+    case PG_FE_CLOSE: {
+        /* These are read only as far as the names they carry. */
+        size_t need = pgf_wire_len(h) < RELAY_NAMES_PEEK ? pgf_wire_len(h) : RELAY_NAMES_PEEK;
+        if (evbuffer_get_length(in) < need)
+            return true;
+        track_ctx *ctx = NULL;
+        bool sent = false;
+        int rc = h->type == PG_FE_BIND      ? relay_bind(s, h, in, out, &sent)
+                 : h->type == PG_FE_EXECUTE ? relay_execute(s, h, in, &ctx)
+                                            : relay_close(s, h, in, &ctx);
+        if (rc != 0) {
+            stmtctx_release(ctx);
+            if (s->state == SS_ACTIVE)
+                sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return false;
+        }
+        if (sent)
+            break;   /* relay_bind queued its own Bind; the client's is dropped as it streams */
+        if (track_push(s->track, h->type, false, ctx) != 0) {
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return false;
+        }
+        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        break;
+    }
     default:
         if (track_push(s->track, h->type, false, NULL) != 0) {
             sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
@@ -203,12 +231,21 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
 
     s->last_activity = time(NULL);
     while (s->state == SS_ACTIVE) {
+        if (s->cl.stream_left && s->cl.stream_drop) {
+            size_t n = evbuffer_get_length(in) < s->cl.stream_left ? evbuffer_get_length(in)
+                                                                    : s->cl.stream_left;
+            evbuffer_drain(in, n);
+            s->cl.stream_left -= (uint32_t)n;
+            if (s->cl.stream_left)
+                break;
+            s->cl.stream_drop = false;
+        }
         if (s->cl.stream_left) {
             s->cl.stream_left = stream_some(in, out, s->cl.stream_left, &s->cl.bytes_in);
             if (s->cl.stream_left)
                 break;
         }
-        if (over_high_water(s, s->sv.bev)) {
+        if (over_high_water(s, s->sv.bev) || track_full(s->track)) {
             s->cl.throttled = true;
             fastio_read(&s->cl_io, false);
             break;
@@ -254,7 +291,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 static bool server_inspects(char type)
 {
     return type == PG_BE_READY || type == PG_BE_COMMAND_COMPLETE || type == PG_BE_ERROR ||
-           type == PG_BE_PARAM_STATUS;
+           type == PG_BE_PARAM_STATUS || type == PG_BE_PARSE_COMPLETE || type == PG_BE_CLOSE_COMPLETE;
 }
 
 static void server_read_batch(struct bufferevent *bev, tg_session *s);
@@ -265,6 +302,9 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
     server_read_batch(bev, s);
     if (s->state == SS_ACTIVE)
         fastio_flush(&s->cl_io);
+    /* Answers free FIFO slots: a client paused for a full FIFO may go on. */
+    if (s->state == SS_ACTIVE && s->cl.throttled)
+        relay_resume_reading(s);
 }
 
 static void server_read_batch(struct bufferevent *bev, tg_session *s)

@@ -8,6 +8,8 @@
 #define TG_RELAY_H
 
 #include "proxy/pgframe.h"
+#include <stdbool.h>
+
 #include "proxy/session.h"
 
 struct evbuffer;
@@ -15,6 +17,17 @@ struct evbuffer;
 /* A whole Query or Parse message is at the head of `in`: decide, forward to
  * `out` (the server), push its FIFO slot. Returns -1 when the session ended. */
 int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out);
+
+struct track_ctx;
+
+/* Bind: may replace a stale statement's Bind (then *sent is set and the
+ * client's message is dropped as it streams). Execute and Close: *ctx gets
+ * what their slot must remember (or NULL). They need only the first
+ * RELAY_NAMES_PEEK bytes of the message. Return -1 when the session ended. */
+#define RELAY_NAMES_PEEK 135
+int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out, bool *sent);
+int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);
+int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);
 
 /* A whole inspected server message is at the head of `in`: act on it and
  * forward it to `out` (the client). Returns -1 when the session ended. */

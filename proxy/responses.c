@@ -1,11 +1,20 @@
 /*
- * responses.c -- server messages the proxy reads on their way to the client:
- * ReadyForQuery (transaction status), CommandComplete (a statement
- * confirmed), ErrorResponse, ParameterStatus.
+ * responses.c -- server messages the proxy reads on their way to the client.
+ *
+ * Each is paired with the request it answers through the FIFO head:
+ *   ParseComplete    the statement exists: remember what it writes
+ *   CloseComplete    a statement is gone
+ *   CommandComplete  a statement ran: apply its session effects
+ *   ErrorResponse    replace a marker error by the rejection it stands for;
+ *                    count violations the helper functions raised
+ *   ReadyForQuery    a transaction may have ended: commit or undo effects
+ *   ParameterStatus  standard_conforming_strings, client_encoding
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 
@@ -13,16 +22,131 @@
 #include "proxy/pgproto.h"
 #include "proxy/relay.h"
 #include "proxy/runtime.h"
+#include "proxy/stmtctx.h"
 #include "proxy/track.h"
 
-static void note_error(tg_session *s, const uint8_t *msg, const pgf_header *h)
+/* ---------------------------------------------------------------- errors */
+
+/* 42501 / 0A000 raised by tenantguard's helper functions carry the constraint
+ * name tenantguard_r2 .. r6 / tenantguard_layout and the table label. */
+static void count_server_violation(tg_session *s, const pgf_error_fields *f, track_ctx *c)
 {
-    pgf_error_fields f;
-    if (!pgf_parse_error(msg + 5, h->len - 4, &f) || !f.severity)
+    if (!f->constraint || strncmp(f->constraint, "tenantguard_", 12) != 0)
         return;
-    if (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0)
-        s->sv.said_fatal = true;
+    tg_runtime *rt = s->rt;
+    const char *rule = f->constraint + 12;
+    int rule_id = RW_RULE_NONE;
+    if (rule[0] == 'r' && rule[1] >= '1' && rule[1] <= '6' && !rule[2])
+        rule_id = RW_R1_DERIVE + (rule[1] - '1');
+    else if (strcmp(rule, "layout") == 0)
+        rule_id = RW_RULE_FORM;
+    int table = -1;
+    const tg_policy *p = &s->cfg->policy;
+    for (int i = 0; f->table && i < p->n_tables; i++) {
+        char label[140];
+        snprintf(label, sizeof(label), "%s.%s", p->tables[i].schema, p->tables[i].name);
+        if (strcmp(f->table, p->tables[i].name) == 0 || strcmp(f->table, label) == 0) {
+            table = i;
+            break;
+        }
+    }
+    rt->stats->server_rejections++;
+    tg_stats_count(rt->stats, table, rule_id,
+                   rule_id == RW_RULE_FORM ? RW_EV_REFUSED : RW_EV_REJECTED);
+    tg_violation v;
+    memset(&v, 0, sizeof(v));
+    v.at = time(NULL);
+    v.session_id = s->id;
+    snprintf(v.client, sizeof(v.client), "%s@%s %s", s->cl.user, s->cl.database, s->cl.peer);
+    if (table >= 0)
+        snprintf(v.table, sizeof(v.table), "%s.%s", p->tables[table].schema, p->tables[table].name);
+    snprintf(v.rule, sizeof(v.rule), "%s", rw_rule_name((rw_rule)rule_id));
+    snprintf(v.sqlstate, sizeof(v.sqlstate), "%s", f->code ? f->code : "");
+    snprintf(v.mode, sizeof(v.mode), "enforce");
+    if (c && c->text)
+        rw_fingerprint(c->text, v.fingerprint);
+    tg_stats_violation(rt->stats, &v);
+    tg_clog(TG_LOG_INFO, &s->log, "rejected: %s %s on %s (statement %s)", v.sqlstate, v.rule,
+            v.table[0] ? v.table : "-", v.fingerprint[0] ? v.fingerprint : "?");
 }
+
+/* The server's error for a statement we replaced by a marker: the client
+ * gets the rejection instead, as an ERROR (the server's severity). */
+static bool substitute_error(tg_session *s, const pgf_error_fields *f, track_ctx *c, struct evbuffer *out)
+{
+    if (!c || !c->reject || !f->message || !c->reject_marker || !strstr(f->message, c->reject_marker))
+        return false;
+    pgf_error(out, f->severity ? f->severity : "ERROR", c->reject_sqlstate,
+              c->reject_message ? c->reject_message : "tenantguard: statement refused", NULL);
+    c->reject = false;   /* one substitution per request */
+    (void)s;
+    return true;
+}
+
+/* ---------------------------------------------------------------- effects */
+
+static void apply_effects(tg_session *s, track_ctx *c, const rw_effect *fx, int n, int stmt, bool any_stmt)
+{
+    for (int i = 0; i < n; i++) {
+        if (!any_stmt && fx[i].stmt != stmt)
+            continue;
+        if (fx[i].kind == RW_FX_PREPARE && fx[i].arg)
+            /* SQL PREPARE: its statement is decided again, from the whole
+             * Query text, if the policy changes before EXECUTE. */
+            sessenv_prepared_add(&s->env, true, fx[i].arg, c->text ? strdup(c->text) : NULL, c->rewritten,
+                                 c->generation, NULL, 0);
+        else
+            sessenv_apply(&s->env, &fx[i]);
+    }
+}
+
+static void on_command_complete(tg_session *s, const uint8_t *payload, size_t len)
+{
+    track_slot *slot = track_head(s->track);
+    size_t n = strnlen((const char *)payload, len);
+    snprintf(s->last_tag, sizeof(s->last_tag), "%.*s", (int)n, (const char *)payload);
+    if (!slot || !slot->ctx)
+        return;
+    track_ctx *c = slot->ctx;
+    if (slot->kind == PG_FE_QUERY && c->has_decision)
+        apply_effects(s, c, c->d.effects, c->d.n_effects, slot->completes, false);
+    else if (slot->kind == PG_FE_EXECUTE)
+        apply_effects(s, c, c->effects, c->n_effects, 0, true);
+}
+
+static void on_parse_complete(tg_session *s)
+{
+    track_slot *slot = track_head(s->track);
+    if (!slot || slot->kind != PG_FE_PARSE || !slot->ctx || !slot->ctx->name)
+        return;
+    track_ctx *c = slot->ctx;
+    sessenv_prepared_add(&s->env, false, c->name, c->text, c->rewritten, c->generation, c->effects,
+                         c->n_effects);
+    c->text = NULL;      /* ownership moved */
+    c->effects = NULL;
+    c->n_effects = 0;
+}
+
+static void on_close_complete(tg_session *s)
+{
+    track_slot *slot = track_head(s->track);
+    if (slot && slot->kind == PG_FE_CLOSE && slot->ctx && slot->ctx->name)
+        sessenv_prepared_remove(&s->env, false, slot->ctx->name);
+}
+
+static void on_parameter_status(tg_session *s, const uint8_t *payload, size_t len)
+{
+    pgf_reader r = pgf_reader_init(payload, len);
+    const char *name = pgf_get_str(&r), *value = pgf_get_str(&r);
+    if (r.bad)
+        return;
+    if (strcmp(name, "standard_conforming_strings") == 0)
+        sessenv_std_strings(&s->env, strcmp(value, "on") == 0);
+    else if (strcmp(name, "client_encoding") == 0)
+        sessenv_client_encoding(&s->env, value);
+}
+
+/* ---------------------------------------------------------------- entry */
 
 int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
 {
@@ -32,19 +156,53 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
         return -1;
     }
+    const uint8_t *payload = msg + 5;
+    size_t plen = h->len - 4;
+    bool replaced = false;
+
     switch (h->type) {
     case PG_BE_READY:
-        if (h->len >= 5)
-            s->sv.txn_status = (char)msg[5];
+        if (plen >= 1)
+            s->sv.txn_status = (char)payload[0];
+        sessenv_ready(&s->env, s->sv.txn_status, s->last_tag, s->request_failed);
+        s->request_failed = false;
+        s->last_tag[0] = '\0';
         break;
-    case PG_BE_ERROR:
-        note_error(s, msg, h);
+    case PG_BE_COMMAND_COMPLETE:
+        on_command_complete(s, payload, plen);
         break;
+    case PG_BE_PARSE_COMPLETE:
+        on_parse_complete(s);
+        break;
+    case PG_BE_CLOSE_COMPLETE:
+        on_close_complete(s);
+        break;
+    case PG_BE_PARAM_STATUS:
+        on_parameter_status(s, payload, plen);
+        break;
+    case PG_BE_ERROR: {
+        pgf_error_fields f;
+        s->request_failed = true;
+        if (!pgf_parse_error(payload, plen, &f))
+            break;
+        if (f.severity && (strcmp(f.severity, "FATAL") == 0 || strcmp(f.severity, "PANIC") == 0))
+            s->sv.said_fatal = true;
+        track_slot *slot = track_head(s->track);
+        track_ctx *c = slot ? slot->ctx : NULL;
+        replaced = substitute_error(s, &f, c, out);
+        if (!replaced)
+            count_server_violation(s, &f, c);
+        break;
+    }
     default:
         break;
     }
     track_server_msg(s->track, h->type);
     s->sv.bytes_in += wire;
+    if (replaced) {
+        evbuffer_drain(in, wire);
+        return 0;
+    }
     s->cl.bytes_out += wire;
     evbuffer_remove_buffer(in, out, wire);
     return 0;

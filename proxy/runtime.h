@@ -17,7 +17,9 @@
 #include <openssl/ssl.h>
 
 #include "policy/config.h"
+#include "policy/stats.h"
 #include "proxy/session.h"
+#include "rewrite/rewrite.h"
 
 struct event_base;
 struct evdns_base;
@@ -72,7 +74,19 @@ typedef struct tg_runtime {
 
     struct cancel_map *cancels;     /* our cancel key -> session */
     rt_counters counters;
+
+    /* enforcement */
+    rw_policy *rw;                  /* compiled from cfg->policy (+ mode overlay) */
+    uint64_t rw_generation;
+    rw_cache *cache;                /* decisions by statement text */
+    tg_stats *stats;                /* counters per table/rule, violation ring */
 } tg_runtime;
+
+/* Rebuild the compiled policy from rt->cfg (start-up, reload, mode change). */
+int rt_policy_rebuild(tg_runtime *rt);
+
+/* Some watched table is in enforce mode. */
+bool rt_any_enforced(const tg_runtime *rt);
 
 /* Schedule the reaper (a session was moved to justfree). */
 void rt_schedule_reap(tg_runtime *rt);

@@ -17,11 +17,12 @@
 #include "proxy/pgframe.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
+#include "proxy/stmtctx.h"
 #include "proxy/track.h"
 
 static const char *const state_names[SS__COUNT] = {
     "startup", "client-tls", "connect", "server-tls-request", "server-tls",
-    "auth", "active", "closing", "dead",
+    "auth", "probe", "active", "closing", "dead",
 };
 
 const char *sess_state_name(sess_state s)
@@ -39,7 +40,8 @@ static const unsigned allowed[SS__COUNT] = {
     [SS_SV_CONNECT] = B(SS_SV_TLS_REQUEST) | B(SS_AUTH) | ANY_END,
     [SS_SV_TLS_REQUEST] = B(SS_SV_TLS) | B(SS_AUTH) | ANY_END,
     [SS_SV_TLS] = B(SS_AUTH) | ANY_END,
-    [SS_AUTH] = B(SS_ACTIVE) | ANY_END,
+    [SS_AUTH] = B(SS_PROBE) | B(SS_ACTIVE) | ANY_END,
+    [SS_PROBE] = B(SS_ACTIVE) | ANY_END,
     [SS_ACTIVE] = ANY_END,
     [SS_CLOSING] = B(SS_DEAD),
     [SS_DEAD] = 0,
@@ -74,6 +76,8 @@ tg_session *sess_new(tg_runtime *rt, int fd, const char *peer)
     s->log.side = "client";
     s->log.peer = s->cl.peer;
     s->track = track_new();
+    if (s->track)
+        track_set_release(s->track, stmtctx_release);
     if (!s->track) {
         tg_config_unref(s->cfg);
         free(s);
@@ -136,6 +140,8 @@ void sess_free(tg_session *s)
 {
     assert(s->state == SS_DEAD);
     track_free(s->track);
+    sessenv_free(&s->env);
+    probe_free(&s->probe);
     if (s->cl.startup)
         evbuffer_free(s->cl.startup);
     free(s->cl.user);

@@ -18,6 +18,8 @@
 #include "policy/config.h"
 #include "policy/log.h"
 #include "proxy/fastio.h"
+#include "proxy/probe.h"
+#include "proxy/sessenv.h"
 
 struct bufferevent;
 struct event;
@@ -32,6 +34,7 @@ typedef enum sess_state {
     SS_SV_TLS_REQUEST,  /* SSLRequest sent to the server; awaiting 'S' or 'N' */
     SS_SV_TLS,          /* TLS handshake with the server */
     SS_AUTH,            /* startup relayed; authentication relayed until ReadyForQuery */
+    SS_PROBE,           /* tenantguard's login probe runs; the client's ReadyForQuery waits */
     SS_ACTIVE,          /* relaying */
     SS_CLOSING,         /* last words queued for the client; closed once flushed */
     SS_DEAD,            /* on rt->justfree: freed after this loop iteration */
@@ -53,6 +56,7 @@ typedef struct sess_client {
     uint32_t protocol;           /* requested protocol version */
     uint64_t bytes_in, bytes_out;
     uint32_t stream_left;        /* bytes of a message body still to pass through */
+    bool stream_drop;            /* ... or to drop (a Bind we replaced) */
     bool throttled;              /* reading paused: server output is full */
 } sess_client;
 
@@ -89,6 +93,10 @@ typedef struct tg_session {
     time_t started_at;
     time_t last_activity;        /* last client message */
     struct sess_track *track;    /* the in-flight request FIFO and session tracking */
+    sessenv env;                 /* search_path, temp tables, prepared statements */
+    char last_tag[64];           /* the last CommandComplete tag since ReadyForQuery */
+    bool request_failed;         /* an ErrorResponse since ReadyForQuery */
+    sess_probe probe;            /* what the login probe learned */
 
     tg_log_ctx log;              /* prefix for log lines: id, user@db, peer */
 } tg_session;

@@ -1,8 +1,19 @@
 /*
- * statement.c -- Query and Parse from the client: the one place where the
- * protocol layer asks rewrite/ what to do with a statement text.
+ * statement.c -- statements from the client: the one place where the
+ * protocol layer asks rewrite/ what to do with a Query or Parse text, and
+ * where Bind, Execute and Close are checked against what was prepared.
+ *
+ * A rejection is never answered by the proxy alone: the statement is
+ * replaced by one that fails on the server with a marker error, so the
+ * server's transaction is aborted exactly as with a server error (and
+ * earlier statements of the same Query have run), and responses.c puts the
+ * real SQLSTATE and message in place of the marker error.
  */
 #include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <event2/buffer.h>
 
@@ -10,17 +21,465 @@
 #include "proxy/pgproto.h"
 #include "proxy/relay.h"
 #include "proxy/runtime.h"
+#include "proxy/stmtctx.h"
 #include "proxy/track.h"
 
-int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+/* What the proxy sends in place of a statement it refuses itself. It fails
+ * at parse analysis (42703) with the marker in the message. */
+#define OWN_MARKER "tenantguard:refused"
+static const char own_reject_sql[] = "SELECT \"" OWN_MARKER "\"";
+
+/* ---------------------------------------------------------------- ctx */
+
+track_ctx *stmtctx_new(char kind)
 {
-    size_t wire = pgf_wire_len(h);
-    if (track_push(s->track, h->type, false, NULL) != 0) {
+    track_ctx *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->kind = kind;
+        c->reject_table = -1;
+    }
+    return c;
+}
+
+rw_effect *stmtctx_copy_effects(const rw_effect *fx, int n)
+{
+    if (n <= 0)
+        return NULL;
+    rw_effect *out = calloc((size_t)n, sizeof(*out));
+    if (!out)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        out[i] = fx[i];
+        out[i].arg = fx[i].arg ? strdup(fx[i].arg) : NULL;
+    }
+    return out;
+}
+
+void stmtctx_free_effects(rw_effect *fx, int n)
+{
+    for (int i = 0; fx && i < n; i++)
+        free((char *)fx[i].arg);
+    free(fx);
+}
+
+void stmtctx_release(track_ctx *c)
+{
+    if (!c)
+        return;
+    if (c->has_decision)
+        rw_decision_release(&c->d);
+    stmtctx_free_effects(c->effects, c->n_effects);
+    free(c->name);
+    free(c->reject_message);
+    free(c->text);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static int push(tg_session *s, char type, bool describe_statement, track_ctx *ctx)
+{
+    if (track_push(s->track, type, describe_statement, ctx) != 0) {
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
         return -1;
     }
+    return 0;
+}
+
+static void count_events(tg_session *s, const rw_decision *d)
+{
+    tg_stats *st = s->rt->stats;
+    for (int i = 0; i < d->n_events; i++)
+        tg_stats_count(st, d->events[i].table, d->events[i].rule, d->events[i].kind);
+    if (d->flags & RW_F_PREFILTERED)
+        st->prefiltered++;
+    if (d->flags & RW_F_PARSE_FAILED)
+        st->parse_failures++;
+}
+
+/* The client's text, up to its NUL, when the payload is exactly one string
+ * (Query) -- anything else the server rejects on its own. */
+static const char *query_text(const uint8_t *payload, size_t len, size_t *tlen)
+{
+    if (len == 0 || payload[len - 1] != '\0')
+        return NULL;
+    size_t n = strlen((const char *)payload);
+    if (n != len - 1)
+        return NULL;
+    *tlen = n;
+    return (const char *)payload;
+}
+
+/* Record a violation the proxy decided (static rejection or refusal). */
+static void record_violation(tg_session *s, int table, int rule, const char *sqlstate, const char *text,
+                             bool observed)
+{
+    tg_violation v;
+    memset(&v, 0, sizeof(v));
+    v.at = time(NULL);
+    v.session_id = s->id;
+    snprintf(v.client, sizeof(v.client), "%s@%s %s", s->cl.user ? s->cl.user : "?",
+             s->cl.database ? s->cl.database : "?", s->cl.peer);
+    const tg_policy *p = &s->cfg->policy;
+    if (table >= 0 && table < p->n_tables)
+        snprintf(v.table, sizeof(v.table), "%s.%s", p->tables[table].schema, p->tables[table].name);
+    snprintf(v.rule, sizeof(v.rule), "%s", rw_rule_name((rw_rule)rule));
+    snprintf(v.sqlstate, sizeof(v.sqlstate), "%s", sqlstate);
+    snprintf(v.mode, sizeof(v.mode), "%s", observed ? "observe" : "enforce");
+    if (text)
+        rw_fingerprint(text, v.fingerprint);
+    tg_stats_violation(s->rt->stats, &v);
+    tg_clog(TG_LOG_INFO, &s->log, "%s: %s %s on %s (statement %s)",
+            observed ? "would refuse (observe)" : "refused", v.sqlstate, v.rule,
+            v.table[0] ? v.table : "-", v.fingerprint[0] ? v.fingerprint : "unparsed");
+}
+
+/* Turn a statement into a proxy-side refusal: the marker statement goes to
+ * the server, and the slot carries what replaces its error. */
+static void own_reject(track_ctx *c, const char *sqlstate, const char *message, int table, int rule)
+{
+    c->reject = true;
+    c->reject_sqlstate = sqlstate;
+    free(c->reject_message);
+    c->reject_message = strdup(message);
+    c->reject_marker = OWN_MARKER;
+    c->reject_table = (int16_t)table;
+    c->reject_rule = (uint8_t)rule;
+}
+
+/* Would this decision need tenantguard's SQL helpers in the database? */
+static bool needs_helpers(const rw_decision *d)
+{
+    return d->action == RW_REPLACE;
+}
+
+static const rw_catalog *session_catalog(tg_session *s)
+{
+    return s->probe.got_settings ? &s->probe.catalog : NULL;
+}
+
+static bool has_effect(const rw_decision *d, rw_effect_kind k)
+{
+    for (int i = 0; i < d->n_effects; i++)
+        if (d->effects[i].kind == k)
+            return true;
+    return false;
+}
+
+/*
+ * Is a prepared statement still what the current policy would have sent?
+ * After a policy change (reload, SET mode) a statement prepared earlier is
+ * decided again from its text: one the server got unrewritten but that
+ * would now be rewritten or refused is stale, and running it would bypass
+ * enforcement. A statement we know nothing about (no text) is stale when
+ * anything is enforced.
+ */
+static bool prepared_is_stale(tg_session *s, sessenv_prepared *p)
+{
+    tg_runtime *rt = s->rt;
+    if (p->generation == rt->rw_generation)
+        return false;
+    if (p->rewritten)
+        return false;   /* it already carries the checks */
+    if (!p->text) {
+        if (!rt_any_enforced(rt))
+            return false;
+        return true;
+    }
+    rw_decision d = rw_decide(rt->cache, rt->rw, sessenv_env(&s->env), session_catalog(s),
+                              RW_PROTO_EXTENDED, p->text, strlen(p->text));
+    bool stale = d.action != RW_PASS;
+    rw_decision_release(&d);
+    if (!stale)
+        p->generation = rt->rw_generation;
+    return stale;
+}
+
+/* A SQL-level EXECUTE of a statement prepared under another policy. */
+static bool stale_execute(tg_session *s, const rw_decision *d, const char **name)
+{
+    for (int i = 0; i < d->n_effects; i++) {
+        if (d->effects[i].kind != RW_FX_EXECUTE || !d->effects[i].arg)
+            continue;
+        sessenv_prepared *p = sessenv_prepared_find(&s->env, true, d->effects[i].arg);
+        if (p && prepared_is_stale(s, p)) {
+            *name = d->effects[i].arg;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- Query / Parse */
+
+/* Decide about one text; fills ctx; returns the text to send (the client's
+ * own when NULL) and its length. */
+static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const char *text, size_t len,
+                          size_t *out_len)
+{
+    tg_runtime *rt = s->rt;
+    c->d = rw_decide(rt->cache, rt->rw, sessenv_env(&s->env), session_catalog(s), proto, text, len);
+    c->has_decision = true;
+    rw_decision *d = &c->d;
+    count_events(s, d);
+    c->generation = rt->rw_generation;
+
+    const char *stale_name = NULL;
+    if (d->action == RW_REJECT) {
+        c->reject = true;
+        c->reject_sqlstate = d->sqlstate;
+        c->reject_message = strdup(d->message ? d->message : "tenantguard: statement refused");
+        c->reject_marker = d->marker;
+        for (int i = 0; i < d->n_events; i++) {
+            if (d->events[i].kind == RW_EV_REJECTED || d->events[i].kind == RW_EV_REFUSED) {
+                c->reject_table = d->events[i].table;
+                c->reject_rule = d->events[i].rule;
+                break;
+            }
+        }
+        record_violation(s, c->reject_table, c->reject_rule, d->sqlstate, text, false);
+        *out_len = d->len;
+        return d->text;
+    }
+    if (d->flags & RW_F_OBSERVED) {
+        for (int i = 0; i < d->n_events; i++)
+            if (d->events[i].kind == RW_EV_REFUSED || d->events[i].kind == RW_EV_REJECTED)
+                record_violation(s, d->events[i].table, d->events[i].rule,
+                                 d->events[i].kind == RW_EV_REFUSED ? TG_SQLSTATE_FEATURE_NOT_SUPPORTED
+                                                                    : TG_SQLSTATE_INSUFFICIENT_PRIVILEGE,
+                                 text, true);
+    }
+    if (needs_helpers(d) && !s->probe.helpers_ok) {
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "tenantguard: enforcement needs tenantguard's SQL helpers in schema %s, which are "
+                 "missing or of another version; run: tenantguard migrate --phase 1",
+                 s->cfg->policy.helper_schema);
+        own_reject(c, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, msg, -1, RW_RULE_FORM);
+        record_violation(s, -1, RW_RULE_FORM, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, false);
+        *out_len = sizeof(own_reject_sql) - 1;
+        return own_reject_sql;
+    }
+    if (stale_execute(s, d, &stale_name)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "tenantguard: prepared statement \"%.64s\" was prepared before the current "
+                 "enforcement policy and would now be rewritten; prepare it again", stale_name);
+        own_reject(c, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, msg, -1, RW_RULE_STALE_PREPARED);
+        record_violation(s, -1, RW_RULE_STALE_PREPARED, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, false);
+        *out_len = sizeof(own_reject_sql) - 1;
+        return own_reject_sql;
+    }
+    /* A statement that calls the helpers may be rejected by them at run
+     * time: keep its text for the violation's fingerprint. A named Parse
+     * keeps it too, to be decided again after a policy change. */
+    if (d->action == RW_REPLACE || (proto == RW_PROTO_EXTENDED && c->name && c->name[0]) ||
+        has_effect(d, RW_FX_PREPARE))
+        c->text = strndup(text, len);
+    if (d->action == RW_REPLACE) {
+        c->rewritten = true;
+        *out_len = d->len;
+        return d->text;
+    }
+    *out_len = len;
+    return NULL;
+}
+
+static int relay_query(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+{
+    size_t wire = pgf_wire_len(h), tlen;
+    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
+    track_ctx *c = stmtctx_new(PG_FE_QUERY);
+    if (!msg || !c) {
+        stmtctx_release(c);
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return -1;
+    }
+    const char *text = query_text(msg + 5, h->len - 4, &tlen);
+    const char *send = text ? decide(s, c, RW_PROTO_SIMPLE, text, tlen, &tlen) : NULL;
+    if (push(s, PG_FE_QUERY, false, c) != 0)
+        return -1;
     s->cl.bytes_in += wire;
-    s->sv.bytes_out += wire;
-    evbuffer_remove_buffer(in, out, wire);
+    if (!send) {
+        evbuffer_remove_buffer(in, out, wire);
+        return 0;
+    }
+    pgf_builder b;
+    pgf_begin(&b, PG_FE_QUERY);
+    pgf_put_bytes(&b, send, tlen);
+    pgf_put_u8(&b, 0);
+    evbuffer_drain(in, wire);
+    if (pgf_finish(&b, out) != 0) {
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int relay_parse(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+{
+    size_t wire = pgf_wire_len(h), tlen;
+    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
+    track_ctx *c = stmtctx_new(PG_FE_PARSE);
+    if (!msg || !c) {
+        stmtctx_release(c);
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return -1;
+    }
+    pgf_reader r = pgf_reader_init(msg + 5, h->len - 4);
+    const char *name = pgf_get_str(&r);
+    const char *text = pgf_get_str(&r);
+    const uint8_t *params = r.p;   /* int16 count + oids: relayed as they are */
+    size_t params_len = r.left;
+    const char *send = NULL;
+    if (!r.bad) {
+        c->name = strdup(name);
+        send = decide(s, c, RW_PROTO_EXTENDED, text, strlen(text), &tlen);
+        if (!c->text && !c->reject)
+            c->text = strdup(text);   /* unnamed statements too: Bind may come after a reload */
+        /* Execute needs the statement's effects later (SET via psycopg 3). */
+        if (c->d.n_effects && !c->reject) {
+            c->effects = stmtctx_copy_effects(c->d.effects, c->d.n_effects);
+            c->n_effects = c->effects ? c->d.n_effects : 0;
+        }
+    }
+    s->cl.bytes_in += wire;
+    if (!send) {
+        if (push(s, PG_FE_PARSE, false, c) != 0)
+            return -1;
+        evbuffer_remove_buffer(in, out, wire);
+        return 0;
+    }
+    pgf_builder b;
+    pgf_begin(&b, PG_FE_PARSE);
+    pgf_put_str(&b, name);
+    pgf_put_bytes(&b, send, tlen);
+    pgf_put_u8(&b, 0);
+    pgf_put_bytes(&b, params, params_len);
+    if (push(s, PG_FE_PARSE, false, c) != 0) {
+        pgf_abort(&b);
+        return -1;
+    }
+    evbuffer_drain(in, wire);
+    if (pgf_finish(&b, out) != 0) {
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+{
+    return h->type == PG_FE_QUERY ? relay_query(s, h, in, out) : relay_parse(s, h, in, out);
+}
+
+/* ---------------------------------------------------------------- Bind / Execute / Close */
+
+/* The head of a Bind, Execute or Close: the names it refers to. Names are at
+ * most NAMEDATALEN long, so 2 x 64 bytes + the header cover them. */
+static bool peek_names(struct evbuffer *in, const pgf_header *h, char *a, char *b, size_t cap)
+{
+    uint8_t head[5 + 2 * 64 + 2];
+    size_t want = pgf_wire_len(h) < sizeof(head) ? pgf_wire_len(h) : sizeof(head);
+    if (evbuffer_copyout(in, head, want) != (ssize_t)want)
+        return false;
+    pgf_reader r = pgf_reader_init(head + 5, want - 5);
+    const char *x = pgf_get_str(&r);
+    const char *y = b ? pgf_get_str(&r) : "";
+    if (r.bad)
+        return false;
+    snprintf(a, cap, "%s", x);
+    if (b)
+        snprintf(b, cap, "%s", y);
+    return true;
+}
+
+/* Bind: remember which statement the portal runs; refuse a statement that
+ * was prepared before enforcement and writes a watched table. */
+int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out, bool *sent)
+{
+    char portal[80], stmt[80];
+    *sent = false;
+    if (!peek_names(in, h, portal, stmt, sizeof(portal)))
+        return 0;   /* malformed: the server will say so */
+    sessenv_prepared *p = sessenv_prepared_find(&s->env, false, stmt);
+    sessenv_portal_bind(&s->env, portal, stmt);
+    if (!p || !prepared_is_stale(s, p))
+        return 0;
+    track_ctx *c = stmtctx_new(PG_FE_BIND);
+    if (!c) {
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return -1;
+    }
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "tenantguard: prepared statement \"%.64s\" was prepared before the current enforcement "
+             "policy and would now be rewritten; prepare it again", stmt);
+    own_reject(c, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, msg, -1, RW_RULE_STALE_PREPARED);
+    record_violation(s, -1, RW_RULE_STALE_PREPARED, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, false);
+    if (push(s, PG_FE_BIND, false, c) != 0)
+        return -1;
+    /* A Bind of a statement that does not exist fails at once (26000) with
+     * the name -- our marker -- in its message. */
+    pgf_builder b;
+    pgf_begin(&b, PG_FE_BIND);
+    pgf_put_str(&b, portal);
+    pgf_put_str(&b, OWN_MARKER);
+    pgf_put_u16(&b, 0);
+    pgf_put_u16(&b, 0);
+    pgf_put_u16(&b, 0);
+    s->cl.bytes_in += pgf_wire_len(h);
+    s->cl.stream_left = (uint32_t)pgf_wire_len(h);   /* drop the client's Bind as it arrives */
+    s->cl.stream_drop = true;
+    *sent = true;
+    return pgf_finish(&b, out) == 0 ? 0 : -1;
+}
+
+/* Execute: the effects of the portal's statement apply when it completes. */
+int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, track_ctx **ctx)
+{
+    char portal[80];
+    *ctx = NULL;
+    if (!peek_names(in, h, portal, NULL, sizeof(portal)))
+        return 0;
+    const sessenv_prepared *p = sessenv_prepared_find(&s->env, false, sessenv_portal_statement(&s->env, portal));
+    if (!p || (!p->n_effects && !p->rewritten))
+        return 0;
+    track_ctx *c = stmtctx_new(PG_FE_EXECUTE);
+    if (!c)
+        return -1;
+    c->effects = stmtctx_copy_effects(p->effects, p->n_effects);
+    c->n_effects = c->effects ? p->n_effects : 0;
+    /* the helpers may reject it at run time: its text names the violation */
+    if (p->rewritten && p->text)
+        c->text = strdup(p->text);
+    *ctx = c;
+    return 0;
+}
+
+/* Close of a statement: forget it once the server confirms. */
+int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, track_ctx **ctx)
+{
+    uint8_t head[6];
+    char name[80];
+    *ctx = NULL;
+    if (evbuffer_copyout(in, head, 6) != 6 || head[5] != 'S')
+        return 0;
+    /* skip the 'S'/'P' byte: names start after it */
+    uint8_t buf[6 + 64];
+    size_t want = pgf_wire_len(h) < sizeof(buf) ? pgf_wire_len(h) : sizeof(buf);
+    if (evbuffer_copyout(in, buf, want) != (ssize_t)want)
+        return 0;
+    pgf_reader r = pgf_reader_init(buf + 6, want - 6);
+    const char *n = pgf_get_str(&r);
+    if (r.bad)
+        return 0;
+    snprintf(name, sizeof(name), "%s", n);
+    track_ctx *c = stmtctx_new(PG_FE_CLOSE);
+    if (!c)
+        return -1;
+    c->name = strdup(name);
+    *ctx = c;
+    (void)s;
     return 0;
 }

@@ -13,6 +13,10 @@
 #include "proxy/pgproto.h"
 #include "proxy/track.h"
 
+/* At most this many requests in flight; then the client is not read until
+ * the server has answered some (bounded memory for endless pipelines). */
+#define TRACK_MAX_SLOTS 65536
+
 struct sess_track {
     track_slot *ring;
     size_t cap, head, count;
@@ -124,6 +128,11 @@ track_slot *track_head(sess_track *t)
 size_t track_pending(const sess_track *t)
 {
     return t->count;
+}
+
+bool track_full(const sess_track *t)
+{
+    return t->count >= TRACK_MAX_SLOTS;
 }
 
 bool track_skipping(const sess_track *t)

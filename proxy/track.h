@@ -55,6 +55,9 @@ void track_server_msg(sess_track *t, char be_type);
 /* In-flight slots (0 = the server owes nothing). */
 size_t track_pending(const sess_track *t);
 
+/* Too many requests in flight: stop reading the client for now. */
+bool track_full(const sess_track *t);
+
 /* The server skips messages until Sync after an extended-protocol error. */
 bool track_skipping(const sess_track *t);
 

@@ -1,0 +1,38 @@
+/*
+ * probe.h -- the login probe (see probe.c) and what it learned.
+ */
+#ifndef TG_PROBE_H
+#define TG_PROBE_H
+
+#include <stdbool.h>
+
+#include "policy/config.h"
+#include "rewrite/rewrite.h"
+
+#define PROBE_MAX_TABLES 64
+#define PROBE_MAX_COLUMNS 256
+
+typedef struct probe_table {
+    char *names;                       /* the columns, NUL-separated in one allocation */
+    char *columns[PROBE_MAX_COLUMNS];
+    int n;
+} probe_table;
+
+typedef struct sess_probe {
+    int result;                        /* which statement's rows are arriving */
+    bool got_settings;
+    bool failed;
+    bool helpers_ok;                   /* helpers_version() matches this policy */
+    rw_catalog catalog;                /* column order of the watched tables */
+    rw_catalog_table entries[PROBE_MAX_TABLES];
+    probe_table tables[PROBE_MAX_TABLES];
+} sess_probe;
+
+struct tg_session;
+
+bool probe_needed(const tg_config *cfg);
+void probe_begin(struct tg_session *s);
+void probe_catalog_set(sess_probe *p, int table, const char *cols);
+void probe_free(sess_probe *p);
+
+#endif

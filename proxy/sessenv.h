@@ -1,0 +1,113 @@
+/*
+ * sessenv.h -- what a session's state means for name resolution: the
+ * search_path, the temp tables named like watched ones, the user "$user"
+ * stands for, standard_conforming_strings -- and the statements a session
+ * prepared, so that one prepared before enforcement is not run after it.
+ *
+ * It changes only on facts the server confirmed: a statement's effects
+ * (from rewrite/) are applied when its CommandComplete arrives, provisionally
+ * inside a transaction, and made final or undone when ReadyForQuery shows
+ * the transaction ended. Whenever the proxy cannot be sure, the search_path
+ * becomes unknown -- and rewrite/ then treats an unqualified watched name as
+ * the watched table, which can fail a statement but never let a write pass.
+ */
+#ifndef TG_SESSENV_H
+#define TG_SESSENV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rewrite/rewrite.h"
+
+#define SESSENV_MAX_PATH 16
+#define SESSENV_MAX_TEMP 32
+
+typedef struct sessenv_path {
+    bool known;
+    int n;
+    char *schemas[SESSENV_MAX_PATH];   /* "$user" kept as is; expanded when building rw_env */
+} sessenv_path;
+
+typedef struct sessenv_prepared {
+    char *name;
+    char *text;                   /* the client's text, to decide again after a policy change */
+    bool rewritten;               /* the server got our rewritten text */
+    uint64_t generation;          /* policy generation it was last decided under */
+    rw_effect *effects;           /* what executing it does to the session (owned) */
+    int n_effects;
+    struct sessenv_prepared *next;
+} sessenv_prepared;
+
+/* Which statement a portal runs (Bind); few portals live at once. */
+typedef struct sessenv_portal {
+    char *portal, *statement;
+    struct sessenv_portal *next;
+} sessenv_portal;
+
+typedef struct sessenv {
+    sessenv_path login;           /* as probed at login: what RESET restores */
+    sessenv_path committed;       /* outside any transaction */
+    sessenv_path session_in_txn;  /* what COMMIT would keep */
+    sessenv_path effective;       /* what resolution uses now (SET LOCAL included) */
+    bool in_block;                /* the last ReadyForQuery said 'T' or 'E' */
+    bool txn_changed;             /* the path changed inside this transaction */
+    char *user;                   /* what "$user" stands for; NULL = unknown */
+    bool std_strings;
+    bool client_only_encoding;    /* SJIS, BIG5, GBK, UHC, GB18030 */
+    char *temp_rels[SESSENV_MAX_TEMP];
+    int n_temp;
+    bool temp_overflow;           /* too many to track: resolution goes unknown */
+    sessenv_prepared *prepared;   /* protocol-level statements (Parse), "" = unnamed */
+    sessenv_prepared *prepared_sql; /* SQL PREPARE */
+    sessenv_portal *portals;
+    int n_portals;
+
+    /* rw_env built from the above, rebuilt when `dirty` */
+    bool dirty;
+    rw_env env;
+    const char *env_path[SESSENV_MAX_PATH];
+    const char *env_temp[SESSENV_MAX_TEMP];
+} sessenv;
+
+void sessenv_init(sessenv *e, const char *login_user);
+void sessenv_free(sessenv *e);
+
+/* The search_path value as SHOW prints it (login probe); NULL = unknown. */
+void sessenv_set_login_path(sessenv *e, const char *value);
+
+/* The environment for rewrite/, valid until the next sessenv_* call. */
+const rw_env *sessenv_env(sessenv *e);
+
+/* A statement's effect, confirmed by its CommandComplete. */
+void sessenv_apply(sessenv *e, const rw_effect *fx);
+
+/* ReadyForQuery with status 'I', 'T' or 'E'. last_tag: the last
+ * CommandComplete tag of the request ("COMMIT", "ROLLBACK", ...);
+ * request_failed: an ErrorResponse came since the previous ReadyForQuery.
+ * At 'I' the transaction -- a block, or the implicit one of a Query or a
+ * Sync group -- has ended: its changes stay if it committed, else go. */
+void sessenv_ready(sessenv *e, char status, const char *last_tag, bool request_failed);
+
+/* A savepoint was rolled back: changes since it are unknown to us. */
+void sessenv_savepoint_rollback(sessenv *e);
+
+/* The server reported standard_conforming_strings / client_encoding. */
+void sessenv_std_strings(sessenv *e, bool on);
+void sessenv_client_encoding(sessenv *e, const char *encoding);
+
+/* Named statements (Parse, SQL PREPARE). Takes ownership of text and
+ * effects (both may be NULL). */
+void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,
+                          uint64_t generation, rw_effect *effects, int n_effects);
+void sessenv_prepared_remove(sessenv *e, bool sql_level, const char *name);   /* NULL = all */
+sessenv_prepared *sessenv_prepared_find(sessenv *e, bool sql_level, const char *name);
+
+/* Portals: Bind names a statement; Execute asks which one a portal runs. */
+void sessenv_portal_bind(sessenv *e, const char *portal, const char *statement);
+const char *sessenv_portal_statement(const sessenv *e, const char *portal);
+
+/* Parse a search_path value ("a, \"B\", $user") into p. Returns false when
+ * it cannot be parsed (p->known = false then). */
+bool sessenv_parse_path(const char *value, sessenv_path *p);
+
+#endif
