@@ -219,6 +219,8 @@ static bool decide_statements(rw_ctx *c, List *tree, out_spec *o, rw_buf *out)
     if (reject_at >= 0) {
         if (!apply_splices(c, reject_at, out))
             return false;
+        if (out->len && out->p[out->len - 1] != ' ' && out->p[out->len - 1] != '\n')
+            rw_buf_str(out, " ");
         rw_buf_str(out, REJECT_SQL);
         o->action = RW_REJECT;
         o->sqlstate = c->rej_sqlstate;
