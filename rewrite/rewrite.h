@@ -45,15 +45,32 @@ uint64_t rw_policy_generation(const rw_policy *p);
  * never let a write through. */
 typedef struct rw_env {
     bool path_known;
-    const char *const *path;     /* schema names in search order, "$user" already expanded */
+    const char *const *path;     /* schema names in search order, "$user" already expanded
+                                  * (catalog names: rw_split_path() turns a search_path
+                                  * value into them); "pg_temp" / "pg_catalog" may appear */
     int n_path;
     const char *const *temp_rels;/* temp relations of this session named like watched tables */
     int n_temp_rels;
-    bool std_strings;            /* standard_conforming_strings (ParameterStatus); true by default */
-    uint64_t hash;               /* of all the above; part of the cache key */
+    bool std_strings;            /* standard_conforming_strings (ParameterStatus); true by default
+                                  * -- a zeroed rw_env means "off": set it. env == NULL means
+                                  * path unknown, std_strings on. */
+    bool client_only_encoding;   /* client_encoding is SJIS, BIG5, GBK, UHC or GB18030: a
+                                  * multibyte character may end in a byte that reads as \ or '
+                                  * to the parser, which sees bytes, while the server sees the
+                                  * converted text. Enforce mode then refuses (0A000) every
+                                  * statement that could name a watched table. */
+    uint64_t hash;               /* rw_env_hash() of all the above; part of the cache key */
 } rw_env;
 
 uint64_t rw_env_hash(const rw_env *env);
+
+/* Split a search_path value (as SET/SHOW/set_config write it: comma-separated,
+ * "quoted" names kept, unquoted ones folded to lower case) into catalog
+ * names. Returns a malloc'd array of *n malloc'd strings (free with
+ * rw_split_path_free), or NULL when the value does not parse ("$user" is
+ * returned as is: the caller expands it). */
+char **rw_split_path(const char *value, int *n);
+void rw_split_path_free(char **names, int n);
 
 /* Optional catalog facts for positional INSERT (no column list): the
  * columns of each watched table in attnum order (dropped columns left out). */
@@ -124,12 +141,17 @@ typedef enum {
     RW_FX_PREPARE,             /* SQL PREPARE; arg: name; flags: writes watched */
     RW_FX_DEALLOCATE,          /* arg: name, NULL = ALL */
     RW_FX_EXECUTE,             /* SQL EXECUTE; arg: name (the proxy checks staleness) */
+    RW_FX_SAVEPOINT,           /* SAVEPOINT; arg: name -- a SET after it is undone by ... */
+    RW_FX_RELEASE,             /* RELEASE [SAVEPOINT]; arg: name */
+    RW_FX_ROLLBACK_TO,         /* ROLLBACK TO [SAVEPOINT]; arg: name */
 } rw_effect_kind;
 
 typedef struct rw_effect {
     uint8_t kind;              /* rw_effect_kind */
     uint8_t stmt;              /* index of the statement in the text (simple Query) */
     bool writes_watched;       /* RW_FX_PREPARE */
+    bool local;                /* until the transaction ends: SET LOCAL ... TO DEFAULT
+                                * (RW_FX_RESET_PATH), CREATE TEMP ... ON COMMIT DROP */
     const char *arg;
 } rw_effect;
 
@@ -201,5 +223,7 @@ const char *rw_selftest(void);
 
 const char *rw_rule_name(rw_rule r);          /* "R1", ..., "form", ... */
 const char *rw_event_kind_name(rw_event_kind k);
+const char *rw_effect_kind_name(rw_effect_kind k); /* "set_path", ... */
+const char *rw_action_name(rw_action a);      /* "pass", "replace", "reject" */
 
 #endif
