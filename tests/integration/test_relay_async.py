@@ -75,23 +75,21 @@ def test_self_notify_psycopg3(proxy):
 def test_notices_reach_the_client(proxy):
     with proxy.connect() as c:
         notices = []
-        c.add_notice_handler(notices.append)
+        # A Diagnostic is only valid inside the handler: copy its fields.
+        c.add_notice_handler(lambda d: notices.append(
+            (d.severity, d.sqlstate, d.message_primary, d.message_detail, d.message_hint)))
         c.execute("""DO $$BEGIN
             RAISE NOTICE 'hello %', 42;
             RAISE WARNING 'careful' USING DETAIL = 'some detail', HINT = 'a hint';
             RAISE NOTICE USING MESSAGE = repeat('long ', 5000);
         END$$""")
-        assert [(n.severity, n.sqlstate, n.message_primary) for n in notices[:2]] == [
-            ("NOTICE", "00000", "hello 42"), ("WARNING", "01000", "careful")]
-        assert notices[1].message_detail == "some detail" and notices[1].message_hint == "a hint"
-        assert notices[2].message_primary == ("long " * 5000).strip() or \
-            notices[2].message_primary == "long " * 5000
-        # A notice sent while idle-in-transaction-free: by the server on its own (e.g. a
-        # notice from a statement executed in the same round trip as a sync).
+        assert notices == [("NOTICE", "00000", "hello 42", None, None),
+                           ("WARNING", "01000", "careful", "some detail", "a hint"),
+                           ("NOTICE", "00000", "long " * 5000, None, None)]
         c.execute("SET client_min_messages = warning")
         notices.clear()
         c.execute("DO $$BEGIN RAISE NOTICE 'hidden'; RAISE WARNING 'shown'; END$$")
-        assert [n.message_primary for n in notices] == ["shown"]
+        assert [n[2] for n in notices] == ["shown"]
 
 
 def test_parameter_status_changes_reach_the_client(pg, proxy):
@@ -135,7 +133,7 @@ def test_session_state_survives_many_round_trips(proxy):
 
 def test_raw_notification_while_idle(proxy):
     """Raw socket: a listener that sends nothing gets the 'A' message on its own."""
-    with proxy.wire() as w, psycopg.connect(proxy.dsn()) as sender:
+    with proxy.wire() as w, psycopg.connect(proxy.dsn(), autocommit=True) as sender:
         w.login("trust_user", "app")
         w.query("LISTEN raw_chan")
         sender.execute("NOTIFY raw_chan, 'to an idle listener'")
