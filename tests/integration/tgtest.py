@@ -597,10 +597,27 @@ class PgWire:
             elif code not in (0, 11, 12):
                 raise AssertionError(f"unexpected authentication request {code}")
 
+    def starttls(self):
+        """SSLRequest, then a TLS handshake (no verification) on the same socket."""
+        import ssl
+        self.send(self.code_packet(SSL_REQUEST))
+        answer = self.read_bytes(1)
+        if answer != b"S":
+            return answer
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.sock = ctx.wrap_socket(self.sock)
+        return answer
+
+    # The GS2 header of SCRAM's client-first message: "n,," = no channel binding,
+    # "y,," = "I could bind, but you did not offer -PLUS" (the downgrade check).
+    scram_gs2 = "n,,"
+
     def _scram(self, user, password):
         nonce = base64.b64encode(os.urandom(18)).decode()
         first_bare = f"n=,r={nonce}"
-        first = ("n,," + first_bare).encode()
+        first = (self.scram_gs2 + first_bare).encode()
         self.send(self.msg("p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first))
         mtype, payload = self.read_msg()
         if mtype == "E":
@@ -612,7 +629,7 @@ class PgWire:
                                      int(attrs["i"]))
         client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
         stored = hashlib.sha256(client_key).digest()
-        without_proof = f"c=biws,r={attrs['r']}"
+        without_proof = f"c={base64.b64encode(self.scram_gs2.encode()).decode()},r={attrs['r']}"
         auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
         sig = hmac.new(stored, auth_msg, hashlib.sha256).digest()
         proof = bytes(a ^ b for a, b in zip(client_key, sig))
@@ -741,3 +758,22 @@ class TcpForwarder:
         self.closed = True
         self.lsock.close()
         self.drop_all()
+
+
+def connect_error(dsn, **kw):
+    """Connect with psycopg expecting a failure; return the error text.
+
+    The failed PGconn is released before returning: a traceback kept alive (as
+    pytest.raises keeps it) would keep its socket open, and the proxy would
+    wait for that half-logged-in client until client_login_timeout.
+    """
+    import gc
+    import psycopg
+    try:
+        psycopg.connect(dsn, **kw).close()
+    except psycopg.OperationalError as e:
+        msg = str(e)
+    else:
+        raise AssertionError(f"connected to {dsn!r}, expected a failure")
+    gc.collect()
+    return msg
