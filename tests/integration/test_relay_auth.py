@@ -112,3 +112,10 @@ def test_no_password_or_value_in_the_debug_log(proxy_factory, fmt):
         assert any(x.get("user") == "md5_user" and x.get("db") == "app" for x in lines)
     else:
         assert "md5_user@app" in log
+
+
+def test_md5_user_really_has_an_md5_password(pg):
+    """md5_user must authenticate with md5 (its stored hash is md5), or the md5 relay
+    goes untested: PostgreSQL falls back to SCRAM for a SCRAM-hashed password."""
+    assert pg.psql("SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = 'md5_user'",
+                   db="postgres") == "md5"

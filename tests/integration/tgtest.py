@@ -185,9 +185,9 @@ host    replication all         127.0.0.1/32    scram-sha-256
         sql = [
             f"CREATE ROLE tg_admin SUPERUSER LOGIN PASSWORD '{PASSWORDS['tg_admin']}'",
             f"CREATE ROLE app LOGIN PASSWORD '{PASSWORDS['app']}'",
-            "SET password_encryption = 'md5'",
+            # One psql -c (one session): SET alone would not outlive its own psql.
+            "SET password_encryption = 'md5'; "
             f"CREATE ROLE md5_user LOGIN PASSWORD '{PASSWORDS['md5_user']}'",
-            "RESET password_encryption",
             f"CREATE ROLE plain_user LOGIN PASSWORD '{PASSWORDS['plain_user']}'",
             "CREATE ROLE trust_user LOGIN",
             "CREATE DATABASE app OWNER app",
@@ -593,7 +593,11 @@ class PgWire:
             elif code == 10:
                 mechs = payload[4:].split(b"\0")
                 self.sasl_mechanisms = [m.decode() for m in mechs if m]
+                self.scram_messages = []
                 self._scram(user, password)
+                msgs += self.scram_messages
+                if msgs[-1][0] == "E":
+                    raise PgWireError(error_fields(msgs[-1][1]))
             elif code not in (0, 11, 12):
                 raise AssertionError(f"unexpected authentication request {code}")
 
@@ -620,6 +624,7 @@ class PgWire:
         first = (self.scram_gs2 + first_bare).encode()
         self.send(self.msg("p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first))
         mtype, payload = self.read_msg()
+        self.scram_messages.append((mtype, payload))
         if mtype == "E":
             raise PgWireError(error_fields(payload))
         assert mtype == "R" and struct.unpack("!I", payload[:4])[0] == 11, (mtype, payload)
