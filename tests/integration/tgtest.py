@@ -421,7 +421,7 @@ class PgWire:
 
     def __init__(self, port, host="127.0.0.1", timeout=10.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
+        self.buf = bytearray()
         self.params = {}
         self.backend_pid = None
         self.backend_key = None
@@ -488,26 +488,37 @@ class PgWire:
     def send(self, data):
         self.sock.sendall(data)
 
+    # self.buf holds received bytes; self.pos is where the unread ones start
+    # (an offset, so that reading many small messages stays linear).
+    pos = 0
+
     def _fill(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
+        """Make sure n unread bytes are buffered."""
+        while len(self.buf) - self.pos < n:
+            if self.pos > (1 << 20) or self.pos == len(self.buf):
+                self.buf = self.buf[self.pos:]
+                self.pos = 0
+            chunk = self.sock.recv(min(max(65536, n - (len(self.buf) - self.pos)), 1 << 20))
             if not chunk:
-                raise EOFError(f"connection closed with {len(self.buf)} of {n} bytes read")
+                raise EOFError(f"connection closed with {len(self.buf) - self.pos} of {n} bytes read")
             self.buf += chunk
 
     def read_bytes(self, n):
         self._fill(n)
-        out, self.buf = self.buf[:n], self.buf[n:]
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
         return out
 
     def read_msg(self):
         """The next message as (type, payload). EOFError when the peer closed."""
         self._fill(5)
-        mtype = chr(self.buf[0])
-        ln = struct.unpack("!I", self.buf[1:5])[0]
+        p = self.pos
+        mtype = chr(self.buf[p])
+        ln = struct.unpack("!I", self.buf[p + 1:p + 5])[0]
         self._fill(1 + ln)
-        payload = self.buf[5:1 + ln]
-        self.buf = self.buf[1 + ln:]
+        p = self.pos
+        payload = bytes(self.buf[p + 5:p + 1 + ln])
+        self.pos = p + 1 + ln
         if mtype == "S":
             k, v = payload[:-1].split(b"\0", 1)
             self.params[k.decode()] = v.decode()
