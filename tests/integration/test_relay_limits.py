@@ -76,13 +76,27 @@ def backend_wait(pg, pid):
     return pg.psql(f"SELECT state || '/' || coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = {pid}")
 
 
-def wait_server_blocked_or_done(pg, pid):
-    """Until the backend is stuck writing to the proxy (the proxy stopped reading)
-    or has finished (the proxy took everything)."""
-    def check():
-        s = backend_wait(pg, pid)
-        return s if s in ("active/ClientWrite", "idle/ClientRead") else None
-    return tgtest.wait_until(check, 60, interval=0.1, what="the backend to block or finish")
+def wait_throttled(pg, pid, proxy, limit_kb=RSS_LIMIT_KB):
+    """Watch the backend and the proxy while the client reads nothing. Returns
+    ("throttled", rss) once the backend has been stuck writing to the proxy for a
+    second with the proxy's RSS steady and under the limit; ("unbounded", rss) as
+    soon as the RSS passes the limit or the backend finished (the proxy took it all)."""
+    steady, last = 0, None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = backend_wait(pg, pid)
+        rss = proxy.rss_kb()
+        if rss >= limit_kb or state == "idle/ClientRead":
+            return "unbounded", rss
+        if state == "active/ClientWrite" and last is not None and abs(rss - last) < 1024:
+            steady += 1
+            if steady >= 10:
+                return "throttled", rss
+        else:
+            steady = 0
+        last = rss
+        time.sleep(0.1)
+    raise AssertionError("neither throttled nor finished within 60s")
 
 
 def read_result_slowly(w, proxy, sample_every=2000):
@@ -107,10 +121,8 @@ def test_slow_reader_of_a_200mb_result_keeps_proxy_memory_bounded(pg, proxy):
         w.login("trust_user", "app")
         base = proxy.rss_kb()
         w.send(PgWire.query_msg("SELECT repeat('x', 1000) FROM generate_series(1, 200000)"))
-        state = wait_server_blocked_or_done(pg, w.backend_pid)
-        rss = max(proxy.rss_kb() for _ in range(5))
-        assert state == "active/ClientWrite", "the server could write 200 MB: nobody throttled it"
-        assert rss < RSS_LIMIT_KB, f"proxy RSS {rss} kB (was {base} kB) with a client not reading"
+        state, rss = wait_throttled(pg, w.backend_pid, proxy)
+        assert state == "throttled", f"proxy RSS {rss} kB (was {base} kB) with a client not reading"
         rows, nbytes, peak = read_result_slowly(w, proxy)
         assert rows == 200000 and nbytes > 200 * 1000 * 1000
         assert peak < RSS_LIMIT_KB, f"proxy RSS peaked at {peak} kB"
@@ -123,11 +135,9 @@ def test_slow_reader_of_one_200mb_row_keeps_proxy_memory_bounded(pg, proxy):
     with proxy.wire(timeout=60) as w:
         w.login("trust_user", "app")
         w.send(PgWire.query_msg("SELECT repeat('y', 200 * 1024 * 1024)"))
-        state = wait_server_blocked_or_done(pg, w.backend_pid)
-        rss = max(proxy.rss_kb() for _ in range(5))
+        state, rss = wait_throttled(pg, w.backend_pid, proxy)
         try:
-            assert state == "active/ClientWrite", "the server could write 200 MB: nobody throttled it"
-            assert rss < RSS_LIMIT_KB, f"proxy RSS {rss} kB with a client not reading"
+            assert state == "throttled", f"proxy RSS {rss} kB with a client not reading"
         finally:
             rows, nbytes, _ = read_result_slowly(w, proxy)
             assert rows == 1 and nbytes > 200 * 1024 * 1024
