@@ -216,3 +216,54 @@ def test_query_then_terminate_in_one_write_is_executed(pg, proxy):
             assert w.is_closed(timeout=10)
         tgtest.wait_until(lambda: pg.psql("SELECT count(*) FROM tg_term_test") == str(n), 5,
                           what=f"the INSERT sent before Terminate (port {port})")
+
+
+BUG_PIPELINED_LOGIN = pytest.mark.xfail(
+    strict=True, reason="BUG: a Query sent right behind the password, before ReadyForQuery, is "
+    "refused with 08P01 'expected an authentication message' (auth_client_read_cb) instead of "
+    "waiting in the buffer until the session is ready, as PostgreSQL does")
+
+
+@pytest.mark.parametrize("user", ["trust_user", pytest.param("plain_user", marks=BUG_PIPELINED_LOGIN),
+                                  pytest.param("md5_user", marks=BUG_PIPELINED_LOGIN)])
+def test_query_pipelined_behind_the_login(pg, proxy, user):
+    """A client may send its first Query right behind its password (or startup),
+    before ReadyForQuery: PostgreSQL reads it once the session is ready."""
+    got = {}
+    for name, port in (("direct", pg.port), ("proxy", proxy.port)):
+        with PgWire(port) as w:
+            q = P.query_msg("SELECT 'pipelined'")
+            if user == "trust_user":
+                w.send(P.startup_packet(user, "app") + q)
+            else:
+                w.send(P.startup_packet(user, "app"))
+                t, p = w.read_msg()
+                assert t == "R"
+                code = struct.unpack("!I", p[:4])[0]
+                pw = tgtest.PASSWORDS[user]
+                if code == 3:
+                    answer = pw.encode()
+                else:
+                    import hashlib
+                    inner = hashlib.md5((pw + user).encode()).hexdigest()
+                    answer = b"md5" + hashlib.md5(inner.encode() + p[4:8]).hexdigest().encode()
+                w.send(P.msg("p", answer + b"\0") + q)
+            msgs = w.read_until("ZE")          # the login's ReadyForQuery
+            assert not tgtest.errors_of(msgs), (name, tgtest.errors_of(msgs))
+            got[name] = tgtest.rows_of(w.read_until("Z"))
+    assert got["proxy"] == got["direct"] == [["pipelined"]]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an ErrorResponse over 16 MB (SERVER_INSPECT_MAX in "
+                   "relay.c) kills the session with 08006 'invalid message from the server'; "
+                   "PostgreSQL sends such errors legitimately (RAISE EXCEPTION with a big message)")
+def test_very_large_error_message(pg, proxy):
+    sql = "DO $$BEGIN RAISE EXCEPTION '%', repeat('e', 20 * 1024 * 1024); END$$"
+    msgs = both(pg, proxy, [(P.query_msg(sql), 1), (P.query_msg("SELECT 1"), 1)])
+    assert types(msgs) == "EZTDCZ"
+
+
+def test_very_large_notice(pg, proxy):
+    sql = "DO $$BEGIN RAISE NOTICE '%', repeat('n', 20 * 1024 * 1024); END$$"
+    msgs = both(pg, proxy, [(P.query_msg(sql), 1)])
+    assert types(msgs) == "NCZ"

@@ -201,3 +201,14 @@ def test_session_survives_login_timeout(proxy_factory):
         w.login()
         assert not w.is_closed(timeout=2.5)
         assert w.scalar("SELECT 'still here'") == "still here"
+
+
+def test_half_password_message_then_stall_hits_client_login_timeout(proxy_factory):
+    proxy = proxy_factory({"client_login_timeout": 1})
+    with proxy.wire(timeout=10) as w:
+        w.send(PgWire.startup_packet("plain_user", "app"))
+        assert w.read_msg()[0] == "R"
+        w.send(PgWire.msg("p", b"plain-Secret-21\0")[:7])
+        f = w.expect_fatal_and_close()
+        assert f["C"] == "08P01"
+        assert "client_login_timeout" in f["M"]
