@@ -330,6 +330,12 @@ class Proxy:
     def rss_kb(self):
         return rss_kb(self.proc.pid)
 
+    def sanitized(self):
+        """True for an AddressSanitizer build: its quarantine of freed memory makes
+        RSS figures meaningless for memory-bound tests."""
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            return "libasan" in f.read()
+
     def wire(self, **kw):
         """A raw protocol connection to this proxy (not logged in)."""
         return PgWire(self.port, **kw)
