@@ -149,3 +149,15 @@ def test_concurrent_cancels_hit_only_their_own_session(pg, proxy, n):
     finally:
         for w in wires:
             w.close()
+
+
+def test_cancel_through_the_unix_socket_listener(pg, proxy_factory, workdir):
+    import os
+    sockdir = os.path.join(workdir, "s")
+    os.makedirs(sockdir)
+    proxy = proxy_factory({"unix_socket_dir": sockdir})
+    with psycopg.connect(f"host={sockdir} port={proxy.port} user=trust_user dbname=app",
+                         autocommit=True) as c:
+        err, elapsed = run_sleep_and_cancel(pg, c, lambda conn: conn.cancel())
+        assert isinstance(err, psycopg.errors.QueryCanceled), err
+        assert elapsed < 3

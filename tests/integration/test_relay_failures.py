@@ -271,3 +271,20 @@ def test_client_vanishing_during_login(pg, proxy):
     tgtest.wait_until(lambda: proxy.log().count("client closed during authentication") >= 3, 10,
                       what="3 sessions closed during authentication")
     assert_serving(proxy)
+
+
+@pytest.mark.parametrize("setting,sqlstate", [("idle_in_transaction_session_timeout", "25P03"),
+                                              ("idle_session_timeout", "57P05")])
+def test_server_side_session_timeouts_reach_the_client(pg, proxy, setting, sqlstate):
+    """The server ends a session on its own (FATAL): the client gets that error, as directly."""
+    got = {}
+    for name, port in (("proxy", proxy.port), ("direct", pg.port)):
+        with PgWire(port) as w:
+            w.login("trust_user", "app")
+            w.query(f"SET {setting} = '300ms'")
+            if sqlstate == "25P03":
+                w.query("BEGIN")
+            got[name] = w.expect_fatal_and_close()
+    assert got["proxy"] == got["direct"]
+    assert got["proxy"]["C"] == sqlstate
+    assert_serving(proxy)

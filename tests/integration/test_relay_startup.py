@@ -212,3 +212,20 @@ def test_half_password_message_then_stall_hits_client_login_timeout(proxy_factor
         f = w.expect_fatal_and_close()
         assert f["C"] == "08P01"
         assert "client_login_timeout" in f["M"]
+
+
+def test_startup_packet_of_10000_bytes_is_accepted_10001_refused(pg, proxy):
+    def packet(total):
+        base = PgWire.startup_packet("trust_user", "app", application_name="")
+        pad = total - len(base)
+        return PgWire.startup_packet("trust_user", "app", application_name="a" * pad)
+    assert len(packet(10000)) == 10000
+    with proxy.wire() as w:
+        w.send(packet(10000))
+        msgs = w.read_until("ZE")
+        assert msgs[-1][0] == "Z", msgs[-1]
+    with proxy.wire(timeout=3) as w:
+        w.send(packet(10001))
+        f = w.expect_fatal_and_close()
+        assert f["C"] == "08P01"
+        assert "invalid length of startup packet" in f["M"]
