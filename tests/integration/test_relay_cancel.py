@@ -161,3 +161,15 @@ def test_cancel_through_the_unix_socket_listener(pg, proxy_factory, workdir):
         err, elapsed = run_sleep_and_cancel(pg, c, lambda conn: conn.cancel())
         assert isinstance(err, psycopg.errors.QueryCanceled), err
         assert elapsed < 3
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: at max_client_conn every new connection is refused "
+                   "before its first packet is read, CancelRequests included: a full proxy cannot "
+                   "cancel a runaway query (PostgreSQL serves cancels at max_connections)")
+def test_cancel_when_max_client_conn_is_reached(pg, proxy_factory):
+    proxy = proxy_factory({"max_client_conn": 1})
+    proxy.wait_log("closing (client closed during startup)")   # Proxy.start()'s probe is gone
+    with proxy.connect() as c:
+        err, elapsed = run_sleep_and_cancel(pg, c, lambda conn: conn.cancel(), seconds=4)
+        assert isinstance(err, psycopg.errors.QueryCanceled), err
+        assert elapsed < 3

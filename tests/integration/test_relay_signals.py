@@ -231,7 +231,7 @@ def test_sigint_closes_every_session_at_once(pg, proxy_factory):
         for w in (idle, busy, in_tx):
             f = w.expect_fatal_and_close()
             assert f["C"] == "57P01"
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 5
     assert proxy.wait_exit(10) == 0
     assert not tgtest.port_open(proxy.port)
 
