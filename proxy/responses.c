@@ -44,6 +44,8 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
         break;
     }
     track_server_msg(s->track, h->type);
+    if (h->type == PG_BE_READY && track_pending(s->track) == 0)
+        s->idle_since = time(NULL);
     s->sv.bytes_in += wire;
     s->cl.bytes_out += wire;
     evbuffer_remove_buffer(in, out, wire);

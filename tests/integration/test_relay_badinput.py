@@ -262,9 +262,6 @@ def test_half_query_stall_is_closed_by_client_idle_timeout(proxy_factory):
         assert_alive(proxy, other)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a stall inside a streamed message (Bind, CopyData...) is "
-                   "never timed out: its FIFO slot is pushed when the header arrives, so check_idle "
-                   "sees a request in flight and the session hangs forever")
 def test_half_bind_stall_is_closed_by_client_idle_timeout(proxy_factory):
     proxy = proxy_factory({"client_idle_timeout": 1})
     with proxy.connect(autocommit=False) as other, logged_in(proxy) as w:

@@ -163,9 +163,6 @@ def test_cancel_through_the_unix_socket_listener(pg, proxy_factory, workdir):
         assert elapsed < 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: at max_client_conn every new connection is refused "
-                   "before its first packet is read, CancelRequests included: a full proxy cannot "
-                   "cancel a runaway query (PostgreSQL serves cancels at max_connections)")
 def test_cancel_when_max_client_conn_is_reached(pg, proxy_factory):
     proxy = proxy_factory({"max_client_conn": 1})
     proxy.wait_log("closing (client closed during startup)")   # Proxy.start()'s probe is gone

@@ -80,7 +80,8 @@ BAD = [
     ("[tenantguard]\n\nserver_sslmode = sometimes\n", 3, "server_sslmode"),
     ("[tenantguard]\nmax_packet_size = 12 parsecs\n", 2, "max_packet_size"),
     ("[tenantguard]\nclient_tls_mode = maybe\n", 2, "client_tls_mode"),
-    ("[nonsense]\nx = 1\n", 2, "nonsense"),   # reported at the first key of the section
+    ("[nonsense]\nx = 1\n", 1, "nonsense"),   # reported at the section header
+    ("[tenantguard]\nlisten_port = 7000\n[nonsense]\n", 3, "nonsense"),   # even with no key after it
     ("listen_port = 1\n", 1, "section"),
 ]
 

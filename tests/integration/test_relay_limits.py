@@ -57,10 +57,6 @@ def test_max_client_conn_refusal_is_read_reliably(proxy_factory):
         assert codes == ["53300"] * 30
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: over max_client_conn the proxy sends its ErrorResponse "
-                   "before reading anything, so a libpq client with the default sslmode=prefer gets it as "
-                   "the answer to its SSLRequest, which libpq >= 15.9 refuses to show (CVE-2024-10977): "
-                   "'server sent an error response during SSL exchange' instead of 53300")
 @pytest.mark.parametrize("tls", ["disable", "allow"])
 def test_max_client_conn_with_sslmode_prefer(pg, proxy_factory, tls):
     proxy = settled(proxy_factory({"max_client_conn": 1, "client_tls_mode": tls,
@@ -134,9 +130,6 @@ def test_slow_reader_of_a_200mb_result_keeps_proxy_memory_bounded(pg, proxy):
         assert peak < RSS_LIMIT_KB, f"proxy RSS peaked at {peak} kB"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backpressure is not applied inside a message being "
-                   "streamed: server_read_cb moves every read of a large DataRow to the client's "
-                   "output without checking the high-water mark, so one 200 MB row is buffered whole")
 def test_slow_reader_of_one_200mb_row_keeps_proxy_memory_bounded(pg, proxy):
     skip_if_sanitized(proxy)
     with proxy.wire(timeout=60) as w:
@@ -218,9 +211,6 @@ def test_idle_timeout_spares_transactions_and_running_queries(pg, proxy_factory)
         in_tx.query("COMMIT")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: client_idle_timeout counts from the client's last "
-                   "message, not from when the session became idle: a session is closed right "
-                   "after a query that ran longer than the timeout")
 def test_idle_time_starts_when_the_result_is_complete(proxy_factory):
     proxy = proxy_factory({"client_idle_timeout": 3})
     with proxy.wire() as w:

@@ -201,9 +201,6 @@ def test_large_rows_and_binary_results(pg, proxy):
     assert second == [b"\x00\x01\x02", struct.pack("!q", 42)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Terminate closes the server connection at once, "
-                   "dropping client messages still queued for the server (a Query sent just "
-                   "before Terminate is never executed)")
 def test_query_then_terminate_in_one_write_is_executed(pg, proxy):
     pg.psql("CREATE TABLE IF NOT EXISTS tg_term_test (v text)")
     pg.psql("TRUNCATE tg_term_test")
@@ -218,14 +215,8 @@ def test_query_then_terminate_in_one_write_is_executed(pg, proxy):
                           what=f"the INSERT sent before Terminate (port {port})")
 
 
-BUG_PIPELINED_LOGIN = pytest.mark.xfail(
-    strict=True, reason="BUG: a Query sent right behind the password, before ReadyForQuery, is "
-    "refused with 08P01 'expected an authentication message' (auth_client_read_cb) instead of "
-    "waiting in the buffer until the session is ready, as PostgreSQL does")
 
-
-@pytest.mark.parametrize("user", ["trust_user", pytest.param("plain_user", marks=BUG_PIPELINED_LOGIN),
-                                  pytest.param("md5_user", marks=BUG_PIPELINED_LOGIN)])
+@pytest.mark.parametrize("user", ["trust_user", "plain_user", "md5_user"])
 def test_query_pipelined_behind_the_login(pg, proxy, user):
     """A client may send its first Query right behind its password (or startup),
     before ReadyForQuery: PostgreSQL reads it once the session is ready."""
@@ -254,9 +245,6 @@ def test_query_pipelined_behind_the_login(pg, proxy, user):
     assert got["proxy"] == got["direct"] == [["pipelined"]]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an ErrorResponse over 16 MB (SERVER_INSPECT_MAX in "
-                   "relay.c) kills the session with 08006 'invalid message from the server'; "
-                   "PostgreSQL sends such errors legitimately (RAISE EXCEPTION with a big message)")
 def test_very_large_error_message(pg, proxy):
     sql = "DO $$BEGIN RAISE EXCEPTION '%', repeat('e', 20 * 1024 * 1024); END$$"
     msgs = both(pg, proxy, [(P.query_msg(sql), 1), (P.query_msg("SELECT 1"), 1)])

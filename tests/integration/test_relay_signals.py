@@ -152,7 +152,11 @@ def test_sigterm_drains_then_exits_0(proxy_factory):
     c.execute("SELECT 1")   # a transaction is open
     proxy.send_signal(signal.SIGTERM)
     proxy.wait_log("SIGTERM: not accepting")
-    assert not tgtest.port_open(proxy.port), "still accepting after SIGTERM"
+    # New logins are refused with 57P03 (the listener stays open so that
+    # CancelRequests for running sessions are still served).
+    with pytest.raises(psycopg.OperationalError) as e:
+        proxy.connect()
+    assert "shutting down" in str(e.value)
     # The open session goes on, transaction and all.
     for i in range(3):
         assert c.execute("SELECT %s::int", (i,)).fetchone()[0] == i
@@ -257,3 +261,31 @@ def test_signal_with_sessions_mid_login(proxy_factory, sig):
         proxy.send_signal(sig)
         assert w.is_closed(timeout=10)
     assert proxy.wait_exit(15) == 0
+
+
+def test_cancel_is_served_while_draining(proxy_factory):
+    """PostgreSQL serves cancels during a smart shutdown; so does a draining tenantguard."""
+    proxy = proxy_factory({"shutdown_timeout": 30})
+    c = proxy.connect()
+    import threading
+    errors = []
+
+    def run():
+        try:
+            c.execute("SELECT pg_sleep(20) /* drain-cancel */")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    tgtest.wait_until(lambda: proxy.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query = "
+                                            "'SELECT pg_sleep(20) /* drain-cancel */' AND state = 'active'") == "1",
+                      10, what="pg_sleep running")
+    proxy.send_signal(signal.SIGTERM)
+    proxy.wait_log("SIGTERM: not accepting")
+    c.cancel()
+    t.join(10)
+    assert not t.is_alive()
+    assert errors and errors[0].sqlstate == "57014"
+    c.close()
+    assert proxy.wait_exit(10) == 0

@@ -88,13 +88,8 @@ GARBAGE = {
 }
 
 
-BUG_ZERO_LENGTH = pytest.mark.xfail(
-    strict=True, reason="BUG: a startup length of 0 is taken for 'fewer than 4 bytes buffered' "
-    "(pgf_peek_startup_len returns 0 for both): no 08P01, the client waits for client_login_timeout")
 
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=BUG_ZERO_LENGTH) if n == "length_zero" else n
-                                  for n in sorted(GARBAGE)])
+@pytest.mark.parametrize("name", sorted(GARBAGE))
 def test_garbage_startup_gets_08P01_and_a_close(proxy, name):
     with proxy.connect() as other, proxy.wire(timeout=3) as w:
         w.send(GARBAGE[name])
