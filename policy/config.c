@@ -423,6 +423,22 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
     return 0;
 }
 
+/* A [section] header is checked where it stands, also when no key follows it
+ * (libinih reports only keys). */
+static void check_section_name(load_state *st, const char *name)
+{
+    const char *end = strchr(name, ']');
+    size_t n = end ? (size_t)(end - name) : strlen(name);
+    while (n && isspace((unsigned char)name[n - 1]))
+        n--;
+    if ((n == 11 && strncmp(name, "tenantguard", 11) == 0) || (n == 6 && strncmp(name, "policy", 6) == 0))
+        return;
+    if (n > 6 && strncmp(name, "table ", 6) == 0)
+        return;
+    set_error(st, st->line, "unknown section [%.*s] (known: [tenantguard], [policy], [table NAME])",
+              (int)(n > 64 ? 64 : n), name);
+}
+
 /* Remember where the latest [section] header was, for section errors, and
  * refuse lines that libinih would split (its INI_MAX_LINE is 200 in Debian's
  * build): a long list continues on indented lines instead. */
@@ -434,8 +450,10 @@ static void note_line(load_state *st, const char *buf, int num)
                   "indented lines", num - 2);
     while (*buf == ' ' || *buf == '\t')
         buf++;
-    if (*buf == '[')
+    if (*buf == '[') {
         st->section_line = st->line;
+        check_section_name(st, buf + 1);
+    }
 }
 
 static void count_line(load_state *st, const char *buf, int num)

@@ -43,6 +43,17 @@ void auth_begin(tg_session *s)
     bufferevent_enable(s->cl.bev, EV_READ | EV_WRITE);
 }
 
+/* An authentication request went to the client: read its answer, which may
+ * already be buffered behind queries it pipelined earlier. */
+static void client_owes_answer(tg_session *s)
+{
+    if (s->sv.auth_request <= PG_AUTH_OK || s->state != SS_AUTH)
+        return;
+    bufferevent_enable(s->cl.bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(s->cl.bev)) > 0)
+        auth_client_read_cb(s->cl.bev, s);
+}
+
 static void auth_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     tg_session *s = arg;
@@ -50,8 +61,13 @@ static void auth_event_cb(struct bufferevent *bev, short what, void *arg)
         sess_close(s, "client closed during authentication");
         return;
     }
-    (void)what;
     s->rt->counters.login_failures++;
+    if (what & BEV_EVENT_TIMEOUT) {
+        sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE,
+                   "tenantguard: the server did not answer the startup packet within server_connect_timeout",
+                   NULL);
+        return;
+    }
     sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE,
                "tenantguard: the server closed the connection during authentication", NULL);
 }
@@ -106,6 +122,9 @@ static void auth_server_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer *out = bufferevent_get_output(s->cl.bev);
 
+    /* The server answered: its connect timeout is over (a client typing its
+     * password must not trip it); client_login_timeout still runs. */
+    bufferevent_set_timeouts(bev, NULL, NULL);
     while (s->state == SS_AUTH) {
         pgf_header h;
         bool bad;
@@ -125,6 +144,8 @@ static void auth_server_read_cb(struct bufferevent *bev, void *arg)
             memcpy(&code, msg + 5, 4);
             code = ntohl(code);
             s->sv.auth_request = (int32_t)code;
+            if (code == PG_AUTH_SASL_FINAL)
+                s->sv.auth_request = PG_AUTH_OK;   /* no answer expected */
             if (code == PG_AUTH_SASL) {
                 if (relay_sasl_mechanisms(s, msg, &h, out) != 0) {
                     sess_fatal(s, TG_SQLSTATE_INVALID_AUTHORIZATION,
@@ -133,6 +154,7 @@ static void auth_server_read_cb(struct bufferevent *bev, void *arg)
                     return;
                 }
                 evbuffer_drain(in, wire);
+                client_owes_answer(s);
                 continue;
             }
         } else if (h.type == PG_BE_KEY_DATA && h.len == 12) {
@@ -187,6 +209,8 @@ static void auth_server_read_cb(struct bufferevent *bev, void *arg)
          * other auth requests) goes to the client as is. */
         s->cl.bytes_out += wire;
         evbuffer_remove_buffer(in, out, wire);
+        if (h.type == PG_BE_AUTH)
+            client_owes_answer(s);
     }
 }
 
@@ -241,9 +265,17 @@ static void auth_client_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (h.type != PG_FE_PASSWORD) {
-            s->rt->counters.protocol_errors++;
-            sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION,
-                       "tenantguard: expected an authentication message from the client", NULL);
+            /* A client may pipeline its first queries behind its last
+             * password message, as PostgreSQL allows: they wait until the
+             * session is active. Only when the server asks for more
+             * authentication is anything but a password a violation. */
+            if (s->sv.auth_request > PG_AUTH_OK) {
+                s->rt->counters.protocol_errors++;
+                sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION,
+                           "tenantguard: expected an authentication message from the client", NULL);
+                return;
+            }
+            bufferevent_disable(bev, EV_READ);
             return;
         }
         /* Only the first answer to AuthenticationSASL is a SASLInitialResponse. */
@@ -254,5 +286,6 @@ static void auth_client_read_cb(struct bufferevent *bev, void *arg)
         }
         s->sv.bytes_out += wire;
         evbuffer_remove_buffer(in, bufferevent_get_output(s->sv.bev), wire);
+        s->sv.auth_request = PG_AUTH_OK;   /* answered; the server speaks next */
     }
 }

@@ -58,8 +58,10 @@ bool rt_any_enforced(const tg_runtime *rt)
 
 static void maybe_exit(tg_runtime *rt)
 {
-    if (rt->phase != RT_RUNNING && rt->n_sessions == 0)
+    if (rt->phase != RT_RUNNING && rt->n_sessions - rt->n_refusing == 0) {
+        listeners_close(rt);
         event_base_loopexit(rt->base, NULL);
+    }
 }
 
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
@@ -94,15 +96,29 @@ static void close_all(tg_runtime *rt, const char *sqlstate, const char *msg)
     }
 }
 
+/* Idle: outside a transaction and the server owes nothing -- except an
+ * answer to a message the client has not finished sending. Counted from
+ * the later of the client's last bytes and the server's last answer. */
+static bool session_idle_for(const tg_session *s, time_t now, int limit)
+{
+    if (s->state != SS_ACTIVE || s->sv.txn_status != 'I')
+        return false;
+    size_t owed = track_pending(s->track);
+    if (s->cl.stream_left && owed > 0 && track_answers(s->cl.stream_type))
+        owed--;   /* the half-sent message cannot be answered yet */
+    if (owed > 0)
+        return false;
+    time_t since = s->last_activity > s->idle_since ? s->last_activity : s->idle_since;
+    return now - since >= limit;
+}
+
 static void check_idle(tg_runtime *rt, time_t now)
 {
     tg_session *s, *next;
     for (s = TAILQ_FIRST(&rt->sessions); s; s = next) {
         next = TAILQ_NEXT(s, link);
         int limit = s->cfg->client_idle_timeout;
-        if (s->state != SS_ACTIVE || limit <= 0)
-            continue;
-        if (track_pending(s->track) == 0 && s->sv.txn_status == 'I' && now - s->last_activity >= limit)
+        if (limit > 0 && session_idle_for(s, now, limit))
             sess_fatal(s, TG_SQLSTATE_IDLE_SESSION_TIMEOUT,
                        "tenantguard: terminating connection due to client_idle_timeout", NULL);
     }
@@ -150,7 +166,8 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
     }
     rt->phase = RT_DRAINING;
     rt->drain_deadline = time(NULL) + rt->cfg->shutdown_timeout;
-    listeners_close(rt);
+    /* The listeners stay open while draining: a CancelRequest for a running
+     * session is still served; new logins get 57P03. */
     log_info("SIGTERM: not accepting; waiting up to %ds for %d session(s) to finish",
              rt->cfg->shutdown_timeout, rt->n_sessions);
     if (rt->cfg->shutdown_timeout == 0) {

@@ -65,16 +65,20 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     char peer[64];
     peer_name(sa, peer, sizeof(peer));
 
-    if (rt->phase != RT_RUNNING) {
-        refuse(fd, TG_SQLSTATE_CANNOT_CONNECT_NOW, "tenantguard is shutting down");
+    /* Over the limit (or shutting down) a connection is still read as far
+     * as its first packets, bounded by a second allowance of the same size;
+     * past that it is refused at once. */
+    bool refusing = rt->phase != RT_RUNNING || rt->n_sessions - rt->n_refusing >= rt->cfg->max_client_conn;
+    if (refusing && rt->n_refusing >= rt->cfg->max_client_conn) {
+        rt->counters.clients_refused_max_conn++;
+        refuse(fd, rt->phase != RT_RUNNING ? TG_SQLSTATE_CANNOT_CONNECT_NOW : TG_SQLSTATE_TOO_MANY_CONNECTIONS,
+               rt->phase != RT_RUNNING ? "tenantguard: the proxy is shutting down"
+                                       : "tenantguard: too many connections (max_client_conn)");
         return;
     }
-    if (rt->n_sessions >= rt->cfg->max_client_conn) {
+    if (refusing && rt->phase == RT_RUNNING) {
         rt->counters.clients_refused_max_conn++;
         log_warning("refusing %s: max_client_conn (%d) reached", peer, rt->cfg->max_client_conn);
-        refuse(fd, TG_SQLSTATE_TOO_MANY_CONNECTIONS,
-               "tenantguard: too many connections (max_client_conn)");
-        return;
     }
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
@@ -87,7 +91,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     rt->counters.clients_accepted++;
-    tg_clog(TG_LOG_DEBUG, &s->log, "accepted");
+    if (refusing) {
+        s->refusing = true;
+        rt->n_refusing++;
+    }
+    tg_clog(TG_LOG_DEBUG, &s->log, "accepted%s", refusing ? " (to refuse)" : "");
     startup_begin(s);
 }
 

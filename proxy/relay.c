@@ -153,8 +153,9 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
 
     switch (h->type) {
     case PG_FE_TERMINATE:
-        s->cl.bytes_in += pgf_wire_len(h);
-        sess_close(s, "client terminated");
+        /* Relay it behind whatever precedes it, as the server would see it. */
+        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        sess_close_after_server_flush(s, "client terminated");
         return false;
     case PG_FE_QUERY:
     case PG_FE_PARSE:
@@ -164,10 +165,10 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
             return false;
         break;
     case PG_FE_DESCRIBE: {
-        uint8_t hdr[6];
+        uint8_t hdr[6] = {0};
         if (!whole)
             return true;
-        evbuffer_copyout(in, hdr, 6);   /* type, length, 'S'tatement or 'P'ortal */
+        evbuffer_copyout(in, hdr, pgf_wire_len(h) < 6 ? pgf_wire_len(h) : 6);   /* 'S'tatement or 'P'ortal */
         if (track_push(s->track, h->type, hdr[5] == 'S', NULL) != 0) {
             sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
             return false;
@@ -210,6 +211,7 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
         pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
         break;
     }
+    s->cl.stream_type = h->type;
     return true;
 }
 
@@ -239,6 +241,11 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
             if (s->cl.stream_left)
                 break;
             s->cl.stream_drop = false;
+        }
+        if (s->cl.stream_left && over_high_water(s, s->sv.bev)) {
+            s->cl.throttled = true;     /* even inside one big message */
+            fastio_read(&s->cl_io, false);
+            break;
         }
         if (s->cl.stream_left) {
             s->cl.stream_left = stream_some(in, out, s->cl.stream_left, &s->cl.bytes_in);
@@ -283,15 +290,30 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     tg_session *s = arg;
-    sess_close(s, (what & BEV_EVENT_EOF) ? "client disconnected" : "client connection error");
+    /* What the client sent before it went still reaches the server. */
+    sess_close_after_server_flush(s, (what & BEV_EVENT_EOF) ? "client disconnected" : "client connection error");
 }
 
 /* ---------------------------------------------------------------- server -> client */
 
-static bool server_inspects(char type)
+/* An ErrorResponse larger than this is not one of ours (marker errors and
+ * the helpers' 42501s are short): it is passed through as a stream. */
+#define SERVER_ERROR_INSPECT_MAX (1024 * 1024)
+
+static bool server_inspects(const pgf_header *h)
 {
-    return type == PG_BE_READY || type == PG_BE_COMMAND_COMPLETE || type == PG_BE_ERROR ||
-           type == PG_BE_PARAM_STATUS || type == PG_BE_PARSE_COMPLETE || type == PG_BE_CLOSE_COMPLETE;
+    switch (h->type) {
+    case PG_BE_ERROR:
+        return h->len <= SERVER_ERROR_INSPECT_MAX;
+    case PG_BE_READY:
+    case PG_BE_COMMAND_COMPLETE:
+    case PG_BE_PARAM_STATUS:
+    case PG_BE_PARSE_COMPLETE:
+    case PG_BE_CLOSE_COMPLETE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static void server_read_batch(struct bufferevent *bev, tg_session *s);
@@ -313,6 +335,11 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
     struct evbuffer *out = bufferevent_get_output(s->cl.bev);
 
     while (s->state == SS_ACTIVE) {
+        if (s->sv.stream_left && over_high_water(s, s->cl.bev)) {
+            s->sv.throttled = true;     /* even inside one big DataRow */
+            fastio_read(&s->sv_io, false);
+            break;
+        }
         if (s->sv.stream_left) {
             s->sv.stream_left = stream_some(in, out, s->sv.stream_left, &s->sv.bytes_in);
             if (s->sv.stream_left)
@@ -327,18 +354,20 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
         pgf_peek_result pr = pgf_peek(in, &h);
         if (pr == PGF_NEED_MORE)
             break;
-        if (pr == PGF_BAD_LENGTH || (server_inspects(h.type) && h.len > SERVER_INSPECT_MAX)) {
+        if (pr == PGF_BAD_LENGTH || (server_inspects(&h) && h.len > SERVER_INSPECT_MAX)) {
             sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE, "tenantguard: invalid message from the server",
                        NULL);
             return;
         }
-        if (server_inspects(h.type)) {
+        if (server_inspects(&h)) {
             if (evbuffer_get_length(in) < pgf_wire_len(&h))
                 break;
             if (relay_server_message(s, &h, in, out) != 0)
                 return;
             continue;
         }
+        if (h.type == PG_BE_ERROR)
+            s->request_failed = true;   /* a huge error: streamed, still an error */
         track_server_msg(s->track, h.type);
         pass_message(in, out, &h, &s->sv.stream_left, &s->sv.bytes_in);
     }

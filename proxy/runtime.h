@@ -65,7 +65,8 @@ typedef struct tg_runtime {
 
     TAILQ_HEAD(, tg_session) sessions;   /* every live session */
     TAILQ_HEAD(, tg_session) justfree;   /* SS_DEAD, freed by the reaper */
-    int n_sessions;
+    int n_sessions;                 /* including the refusing ones */
+    int n_refusing;                 /* accepted only to answer and refuse */
     uint64_t next_session_id;
 
     rt_phase phase;

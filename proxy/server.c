@@ -46,7 +46,8 @@ static void connect_failed(tg_session *s, const char *reason)
 /* The relay of the client's StartupMessage; authentication follows. */
 static void send_startup(tg_session *s)
 {
-    bufferevent_set_timeouts(s->sv.bev, NULL, NULL);
+    /* server_connect_timeout keeps running until the server's first answer
+     * (auth.c): a server that accepts and never speaks is a connect failure. */
     s->sv.bytes_out += evbuffer_get_length(s->cl.startup);
     bufferevent_write_buffer(s->sv.bev, s->cl.startup);
     evbuffer_free(s->cl.startup);

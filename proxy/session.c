@@ -132,6 +132,8 @@ void sess_close(tg_session *s, const char *why)
     sess_set_state(s, SS_DEAD);
     TAILQ_REMOVE(&rt->sessions, s, link);
     rt->n_sessions--;
+    if (s->refusing)
+        rt->n_refusing--;
     TAILQ_INSERT_TAIL(&rt->justfree, s, link);
     rt_schedule_reap(rt);
 }
@@ -182,6 +184,63 @@ void sess_fatal(tg_session *s, const char *sqlstate, const char *message, const 
     if (s->cl.bev)
         pgf_error(bufferevent_get_output(s->cl.bev), "FATAL", sqlstate, message, hint);
     sess_close_after_flush(s, message);
+}
+
+/* ---------------------------------------------------------------- goodbye */
+
+static void server_flushed_cb(struct bufferevent *bev, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        sess_close(arg, "client gone; its last messages reached the server");
+}
+
+static void server_gone_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    sess_close(arg, "client gone");
+}
+
+void sess_close_after_server_flush(tg_session *s, const char *why)
+{
+    if (s->state != SS_ACTIVE || !s->sv.bev) {
+        sess_close(s, why);
+        return;
+    }
+    tg_clog(TG_LOG_DEBUG, &s->log, "%s: flushing to the server before closing", why);
+    /* The client half goes now. */
+    fastio_detach(&s->cl_io);
+    if (s->cl.bev) {
+        bufferevent_free(s->cl.bev);
+        s->cl.bev = NULL;
+    }
+    if (s->cl.fd >= 0 && !s->cl.bev_owns_fd)
+        close(s->cl.fd);
+    s->cl.fd = -1;
+    /* What is queued for the server (a last query, the Terminate) still goes. */
+    bool plain = s->sv_io.plain;
+    fastio_flush(&s->sv_io);
+    fastio_detach(&s->sv_io);
+    struct evbuffer *out = bufferevent_get_output(s->sv.bev);
+    if (evbuffer_get_length(out) == 0 && plain) {
+        sess_close(s, why);
+        return;
+    }
+    sess_set_state(s, SS_CLOSING);
+    bufferevent_setwatermark(s->sv.bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(s->sv.bev, NULL, server_flushed_cb, server_gone_cb, s);
+    bufferevent_disable(s->sv.bev, EV_READ);
+    bufferevent_enable(s->sv.bev, EV_WRITE);
+    if (evbuffer_get_length(out) == 0) {   /* TLS: libevent flushed it already */
+        sess_close(s, why);
+        return;
+    }
+    if (s->timer)
+        event_free(s->timer);
+    s->timer = evtimer_new(s->rt->base, closing_timeout_cb, s);
+    struct timeval tv = {5, 0};
+    if (s->timer)
+        evtimer_add(s->timer, &tv);
 }
 
 void sess_close_after_flush(tg_session *s, const char *why)

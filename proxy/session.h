@@ -36,7 +36,8 @@ typedef enum sess_state {
     SS_AUTH,            /* startup relayed; authentication relayed until ReadyForQuery */
     SS_PROBE,           /* tenantguard's login probe runs; the client's ReadyForQuery waits */
     SS_ACTIVE,          /* relaying */
-    SS_CLOSING,         /* last words queued for the client; closed once flushed */
+    SS_CLOSING,         /* last words queued for the client (or, the client gone, for
+                         * the server); closed once flushed */
     SS_DEAD,            /* on rt->justfree: freed after this loop iteration */
     SS__COUNT
 } sess_state;
@@ -56,6 +57,7 @@ typedef struct sess_client {
     uint32_t protocol;           /* requested protocol version */
     uint64_t bytes_in, bytes_out;
     uint32_t stream_left;        /* bytes of a message body still to pass through */
+    char stream_type;            /* the type of that message */
     bool stream_drop;            /* ... or to drop (a Bind we replaced) */
     bool throttled;              /* reading paused: server output is full */
 } sess_client;
@@ -82,6 +84,8 @@ typedef struct tg_session {
     tg_config *cfg;              /* the snapshot this session started with (a reference) */
     TAILQ_ENTRY(tg_session) link;/* rt->sessions, or rt->justfree when SS_DEAD */
 
+    bool refusing;               /* accepted over max_client_conn or while shutting down:
+                                  * answers SSL 'N', forwards cancels, refuses the login */
     sess_client cl;
     sess_server sv;
     fastio cl_io, sv_io;         /* the active phase's I/O of each half */
@@ -91,7 +95,8 @@ typedef struct tg_session {
 
     struct event *timer;         /* login / connect deadline, then idle checks */
     time_t started_at;
-    time_t last_activity;        /* last client message */
+    time_t last_activity;        /* last bytes from the client */
+    time_t idle_since;           /* the server last answered everything */
     struct sess_track *track;    /* the in-flight request FIFO and session tracking */
     sessenv env;                 /* search_path, temp tables, prepared statements */
     char last_tag[64];           /* the last CommandComplete tag since ReadyForQuery */
@@ -112,6 +117,10 @@ void sess_close(tg_session *s, const char *why);
 
 /* Send a FATAL ErrorResponse to the client, then close once it is written. */
 void sess_fatal(tg_session *s, const char *sqlstate, const char *message, const char *hint);
+
+/* The client said goodbye or vanished: write what is queued for the server
+ * (its last query, the Terminate), then close. */
+void sess_close_after_server_flush(tg_session *s, const char *why);
 
 /* Close the server half now and the client once its output is written. */
 void sess_close_after_flush(tg_session *s, const char *why);

@@ -117,7 +117,7 @@ static void answer_ssl_request(tg_session *s, struct evbuffer *in)
         return;
     }
     s->cl.ssl_requested = true;
-    if (!s->rt->client_tls) {
+    if (!s->rt->client_tls || s->refusing) {
         bufferevent_write(s->cl.bev, "N", 1);
         return;
     }
@@ -142,6 +142,19 @@ static bool is_false(const char *v)
 static char *dup_or_null(const char *v)
 {
     return v ? strdup(v) : NULL;
+}
+
+/* A connection accepted only to be refused (max_client_conn, shutting down):
+ * it got this far so that its SSLRequest could be answered and a
+ * CancelRequest forwarded -- libpq shows no error sent in answer to an
+ * SSLRequest, and a full proxy must still cancel runaway queries. */
+static void refuse_startup(tg_session *s)
+{
+    if (s->rt->phase != RT_RUNNING)
+        sess_fatal(s, TG_SQLSTATE_CANNOT_CONNECT_NOW, "tenantguard: the proxy is shutting down", NULL);
+    else
+        sess_fatal(s, TG_SQLSTATE_TOO_MANY_CONNECTIONS,
+                   "tenantguard: too many connections (max_client_conn)", NULL);
 }
 
 /* A protocol 3 StartupMessage: read its parameters, keep it for the server. */
@@ -213,9 +226,9 @@ static void startup_read_cb(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
 
     while (s->state == SS_CL_STARTUP) {
+        if (evbuffer_get_length(in) < 4)
+            return;
         uint32_t len = pgf_peek_startup_len(in);
-        if (len == 0)
-            return;   /* fewer than 4 bytes */
         if (len < 8 || len > PG_STARTUP_MAX_LEN) {
             s->rt->counters.protocol_errors++;
             sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION, "tenantguard: invalid length of startup packet",
@@ -249,7 +262,10 @@ static void startup_read_cb(struct bufferevent *bev, void *arg)
             return;
         } else if (PG_PROTO_MAJOR(code) == 3) {
             s->cl.protocol = code;
-            accept_startup(s, pkt, len);
+            if (s->refusing)
+                refuse_startup(s);
+            else
+                accept_startup(s, pkt, len);
         } else {
             char msg[160];
             s->rt->counters.protocol_errors++;

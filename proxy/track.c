@@ -68,7 +68,7 @@ void track_free(sess_track *t)
     free(t);
 }
 
-static bool answered(char fe_type)
+bool track_answers(char fe_type)
 {
     switch (fe_type) {
     case PG_FE_QUERY:
@@ -89,7 +89,7 @@ int track_push(sess_track *t, char fe_type, bool describe_statement, track_ctx *
 {
     /* Unanswered messages, and everything but Sync while the server skips
      * after an extended-protocol error, take no slot. */
-    if (!answered(fe_type) || (t->skipping && fe_type != PG_FE_SYNC)) {
+    if (!track_answers(fe_type) || (t->skipping && fe_type != PG_FE_SYNC)) {
         if (ctx && t->release)
             t->release(ctx);
         return 0;

@@ -44,6 +44,9 @@ void track_free(sess_track *t);
  * Returns -1 out of memory. */
 int track_push(sess_track *t, char fe_type, bool describe_statement, track_ctx *ctx);
 
+/* Does a message of this frontend type get an answer (take a slot)? */
+bool track_answers(char fe_type);
+
 /* The slot the next server response belongs to, or NULL. */
 track_slot *track_head(sess_track *t);
 

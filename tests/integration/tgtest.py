@@ -185,9 +185,9 @@ host    replication all         127.0.0.1/32    scram-sha-256
         sql = [
             f"CREATE ROLE tg_admin SUPERUSER LOGIN PASSWORD '{PASSWORDS['tg_admin']}'",
             f"CREATE ROLE app LOGIN PASSWORD '{PASSWORDS['app']}'",
-            "SET password_encryption = 'md5'",
+            # One psql -c (one session): SET alone would not outlive its own psql.
+            "SET password_encryption = 'md5'; "
             f"CREATE ROLE md5_user LOGIN PASSWORD '{PASSWORDS['md5_user']}'",
-            "RESET password_encryption",
             f"CREATE ROLE plain_user LOGIN PASSWORD '{PASSWORDS['plain_user']}'",
             "CREATE ROLE trust_user LOGIN",
             "CREATE DATABASE app OWNER app",
@@ -307,16 +307,38 @@ class Proxy:
                    self.log().count("reload failed") > 0, 10, what="reload")
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
-        if not self.proc or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+    def wait_exit(self, timeout=15):
+        """Wait for the process to exit on its own; returns its exit code."""
+        return self.proc.wait(timeout)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def rss_kb(self):
+        return rss_kb(self.proc.pid)
+
+    def sanitized(self):
+        """True for an AddressSanitizer build: its quarantine of freed memory makes
+        RSS figures meaningless for memory-bound tests."""
+        with open(f"/proc/{self.proc.pid}/maps") as f:
+            return "libasan" in f.read()
+
+    def wire(self, **kw):
+        """A raw protocol connection to this proxy (not logged in)."""
+        return PgWire(self.port, **kw)
 
     def sanitizer_reports(self):
         text = self.log()
@@ -353,3 +375,427 @@ def make_tempdir(prefix="tg-"):
     d = tempfile.mkdtemp(prefix=prefix)
     os.chmod(d, 0o755)
     return d
+
+
+# ---------------------------------------------------------------- raw protocol client
+#
+# Tests of bad input and of byte-exact transparency speak the protocol
+# themselves: PgWire logs in (trust, cleartext, md5 or SCRAM-SHA-256), then
+# sends whatever bytes a test wants and reads the answers message by message.
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+import struct  # noqa: E402
+import threading  # noqa: E402
+
+PROTO_3_0 = 0x00030000
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+
+
+def error_fields(payload):
+    """ErrorResponse / NoticeResponse payload -> {field letter: value}."""
+    fields = {}
+    i = 0
+    while i < len(payload) and payload[i] != 0:
+        code = chr(payload[i])
+        end = payload.index(b"\0", i + 1)
+        fields[code] = payload[i + 1:end].decode("utf-8", "replace")
+        i = end + 1
+    return fields
+
+
+def data_row(payload):
+    """DataRow payload -> list of bytes (None for NULL)."""
+    n = struct.unpack("!H", payload[:2])[0]
+    i, cols = 2, []
+    for _ in range(n):
+        ln = struct.unpack("!i", payload[i:i + 4])[0]
+        i += 4
+        if ln < 0:
+            cols.append(None)
+        else:
+            cols.append(payload[i:i + ln])
+            i += ln
+    return cols
+
+
+class PgWire:
+    """A raw protocol 3.0 client over one TCP connection."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = bytearray()
+        self.params = {}
+        self.backend_pid = None
+        self.backend_key = None
+
+    # -- building messages
+    @staticmethod
+    def msg(mtype, payload=b""):
+        if isinstance(mtype, str):
+            mtype = mtype.encode()
+        return mtype + struct.pack("!I", len(payload) + 4) + payload
+
+    @staticmethod
+    def startup_packet(user="trust_user", database="app", protocol=PROTO_3_0, **params):
+        body = struct.pack("!I", protocol)
+        for k, v in [("user", user), ("database", database)] + list(params.items()):
+            if v is not None:
+                body += k.encode() + b"\0" + str(v).encode() + b"\0"
+        body += b"\0"
+        return struct.pack("!I", len(body) + 4) + body
+
+    @staticmethod
+    def code_packet(code, *ints):
+        return struct.pack("!II", 8 + 4 * len(ints), code) + b"".join(struct.pack("!I", i) for i in ints)
+
+    @staticmethod
+    def query_msg(sql):
+        return PgWire.msg("Q", sql.encode() + b"\0")
+
+    @staticmethod
+    def parse_msg(sql, name="", types=()):
+        return PgWire.msg("P", name.encode() + b"\0" + sql.encode() + b"\0" +
+                          struct.pack("!H", len(types)) + b"".join(struct.pack("!I", t) for t in types))
+
+    @staticmethod
+    def bind_msg(params=(), portal="", stmt="", result_formats=()):
+        body = portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!H", 0)
+        body += struct.pack("!H", len(params))
+        for p in params:
+            if p is None:
+                body += struct.pack("!i", -1)
+            else:
+                p = p if isinstance(p, bytes) else str(p).encode()
+                body += struct.pack("!i", len(p)) + p
+        body += struct.pack("!H", len(result_formats)) + b"".join(struct.pack("!H", f) for f in result_formats)
+        return PgWire.msg("B", body)
+
+    @staticmethod
+    def describe_msg(kind="P", name=""):
+        return PgWire.msg("D", kind.encode() + name.encode() + b"\0")
+
+    @staticmethod
+    def execute_msg(portal="", max_rows=0):
+        return PgWire.msg("E", portal.encode() + b"\0" + struct.pack("!I", max_rows))
+
+    @staticmethod
+    def close_msg(kind="S", name=""):
+        return PgWire.msg("C", kind.encode() + name.encode() + b"\0")
+
+    SYNC = b"S\0\0\0\4"
+    FLUSH = b"H\0\0\0\4"
+    TERMINATE = b"X\0\0\0\4"
+
+    # -- I/O
+    def send(self, data):
+        self.sock.sendall(data)
+
+    # self.buf holds received bytes; self.pos is where the unread ones start
+    # (an offset, so that reading many small messages stays linear).
+    pos = 0
+
+    def _fill(self, n):
+        """Make sure n unread bytes are buffered."""
+        while len(self.buf) - self.pos < n:
+            if self.pos > (1 << 20) or self.pos == len(self.buf):
+                self.buf = self.buf[self.pos:]
+                self.pos = 0
+            chunk = self.sock.recv(min(max(65536, n - (len(self.buf) - self.pos)), 1 << 20))
+            if not chunk:
+                raise EOFError(f"connection closed with {len(self.buf) - self.pos} of {n} bytes read")
+            self.buf += chunk
+
+    def read_bytes(self, n):
+        self._fill(n)
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def read_msg(self):
+        """The next message as (type, payload). EOFError when the peer closed."""
+        self._fill(5)
+        p = self.pos
+        mtype = chr(self.buf[p])
+        ln = struct.unpack("!I", self.buf[p + 1:p + 5])[0]
+        self._fill(1 + ln)
+        p = self.pos
+        payload = bytes(self.buf[p + 5:p + 1 + ln])
+        self.pos = p + 1 + ln
+        if mtype == "S":
+            k, v = payload[:-1].split(b"\0", 1)
+            self.params[k.decode()] = v.decode()
+        elif mtype == "K":
+            self.backend_pid, self.backend_key = struct.unpack("!ii", payload)
+        return mtype, payload
+
+    def read_until(self, stop="Z"):
+        msgs = []
+        while True:
+            m = self.read_msg()
+            msgs.append(m)
+            if m[0] in stop:
+                return msgs
+
+    def read_until_closed(self):
+        """Messages until the peer closes; a reset counts as a close."""
+        msgs = []
+        try:
+            while True:
+                msgs.append(self.read_msg())
+        except (EOFError, ConnectionResetError):
+            return msgs
+
+    def is_closed(self, timeout=10.0):
+        """Wait up to timeout for the peer to close (data on the way is read and dropped)."""
+        self.sock.settimeout(timeout)
+        try:
+            self.read_until_closed()
+            return True
+        except socket.timeout:
+            return False
+
+    def expect_error(self):
+        """Read until an ErrorResponse; return its fields."""
+        while True:
+            mtype, payload = self.read_msg()
+            if mtype == "E":
+                return error_fields(payload)
+
+    def expect_fatal_and_close(self):
+        """Read everything until the close; return the fields of the (last) ErrorResponse."""
+        msgs = self.read_until_closed()
+        errors = [error_fields(p) for t, p in msgs if t == "E"]
+        assert errors, f"closed without an ErrorResponse: {msgs!r}"
+        return errors[-1]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- conveniences
+    def login(self, user="trust_user", database="app", password=None, **params):
+        """Startup and authentication up to the first ReadyForQuery; returns the messages."""
+        if password is None:
+            password = PASSWORDS.get(user)
+        self.send(self.startup_packet(user, database, **params))
+        msgs = []
+        while True:
+            mtype, payload = self.read_msg()
+            msgs.append((mtype, payload))
+            if mtype == "E":
+                raise PgWireError(error_fields(payload))
+            if mtype == "Z":
+                return msgs
+            if mtype != "R":
+                continue
+            code = struct.unpack("!I", payload[:4])[0]
+            if code == 3:
+                self.send(self.msg("p", password.encode() + b"\0"))
+            elif code == 5:
+                inner = hashlib.md5((password + user).encode()).hexdigest()
+                outer = hashlib.md5(inner.encode() + payload[4:8]).hexdigest()
+                self.send(self.msg("p", b"md5" + outer.encode() + b"\0"))
+            elif code == 10:
+                mechs = payload[4:].split(b"\0")
+                self.sasl_mechanisms = [m.decode() for m in mechs if m]
+                self.scram_messages = []
+                self._scram(user, password)
+                msgs += self.scram_messages
+                if msgs[-1][0] == "E":
+                    raise PgWireError(error_fields(msgs[-1][1]))
+            elif code not in (0, 11, 12):
+                raise AssertionError(f"unexpected authentication request {code}")
+
+    def starttls(self):
+        """SSLRequest, then a TLS handshake (no verification) on the same socket."""
+        import ssl
+        self.send(self.code_packet(SSL_REQUEST))
+        answer = self.read_bytes(1)
+        if answer != b"S":
+            return answer
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        self.sock = ctx.wrap_socket(self.sock)
+        return answer
+
+    # The GS2 header of SCRAM's client-first message: "n,," = no channel binding,
+    # "y,," = "I could bind, but you did not offer -PLUS" (the downgrade check).
+    scram_gs2 = "n,,"
+
+    def _scram(self, user, password):
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = f"n=,r={nonce}"
+        first = (self.scram_gs2 + first_bare).encode()
+        self.send(self.msg("p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first))
+        mtype, payload = self.read_msg()
+        self.scram_messages.append((mtype, payload))
+        if mtype == "E":
+            raise PgWireError(error_fields(payload))
+        assert mtype == "R" and struct.unpack("!I", payload[:4])[0] == 11, (mtype, payload)
+        server_first = payload[4:].decode()
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+        stored = hashlib.sha256(client_key).digest()
+        without_proof = f"c={base64.b64encode(self.scram_gs2.encode()).decode()},r={attrs['r']}"
+        auth_msg = f"{first_bare},{server_first},{without_proof}".encode()
+        sig = hmac.new(stored, auth_msg, hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        final = f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+        self.send(self.msg("p", final))
+
+    def query(self, sql):
+        """Simple query; returns every message up to ReadyForQuery."""
+        self.send(self.query_msg(sql))
+        return self.read_until("Z")
+
+    def scalar(self, sql):
+        """The first column of the first row of a simple query, as str; errors raise."""
+        msgs = self.query(sql)
+        for t, p in msgs:
+            if t == "E":
+                raise PgWireError(error_fields(p))
+        rows = [data_row(p) for t, p in msgs if t == "D"]
+        v = rows[0][0]
+        return None if v is None else v.decode()
+
+
+class PgWireError(Exception):
+    def __init__(self, fields):
+        super().__init__(f"{fields.get('C')}: {fields.get('M')}")
+        self.fields = fields
+        self.sqlstate = fields.get("C")
+
+
+def rows_of(msgs):
+    """DataRows of a message list, as lists of str."""
+    return [[None if c is None else c.decode() for c in data_row(p)] for t, p in msgs if t == "D"]
+
+
+def errors_of(msgs):
+    return [error_fields(p) for t, p in msgs if t == "E"]
+
+
+# ---------------------------------------------------------------- processes and tools
+
+def rss_kb(pid):
+    """VmRSS of a process in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def pgbench(proxy, *args, user="app", db="app", timeout=120):
+    """Run pgbench against the proxy; returns CompletedProcess."""
+    env = dict(os.environ, PGPASSWORD=PASSWORDS[user] or "", PGSSLMODE="disable")
+    argv = [os.path.join(PG_BIN, "pgbench"), "-h", "127.0.0.1", "-p", str(proxy.port), "-U", user,
+            *args, db]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def tool_path(name):
+    """A test client built by `make check` under tests/tools."""
+    build = os.environ.get("TG_BUILD_DIR", os.path.join(REPO, "build"))
+    return os.path.join(build, "tests", "tools", name)
+
+
+class TcpForwarder:
+    """Forwards connections from listen_host:<free port> to a target, byte for byte.
+
+    Used to reach the server under an address its certificate does not name,
+    and to cut connections under a proxy's feet (drop_all).
+    """
+
+    def __init__(self, target_port, target_host="127.0.0.1", listen_host="127.0.0.1"):
+        self.target = (target_host, target_port)
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind((listen_host, 0))
+        self.lsock.listen(64)
+        self.host, self.port = self.lsock.getsockname()
+        self.pairs = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.pairs.append((c, s))
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop_all(self):
+        with self.lock:
+            for c, s in self.pairs:
+                for x in (c, s):
+                    try:
+                        x.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            self.pairs = []
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        self.drop_all()
+
+
+def connect_error(dsn, **kw):
+    """Connect with psycopg expecting a failure; return the error text.
+
+    The failed PGconn is released before returning: a traceback kept alive (as
+    pytest.raises keeps it) would keep its socket open, and the proxy would
+    wait for that half-logged-in client until client_login_timeout.
+    """
+    import gc
+    import psycopg
+    try:
+        psycopg.connect(dsn, **kw).close()
+    except psycopg.OperationalError as e:
+        msg = str(e)
+    else:
+        raise AssertionError(f"connected to {dsn!r}, expected a failure")
+    gc.collect()
+    return msg
