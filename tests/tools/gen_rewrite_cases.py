@@ -105,6 +105,9 @@ case("R1 std strings on same text", "INSERT INTO policies (tenant_id, name) VALU
      msg="could not be parsed", flags=["parse_failed"])
 case("R1 escape string", "INSERT INTO policies (tenant_id, name) VALUES (1, E'a\\'b')", R)
 case("R1 dollar quoted value", "INSERT INTO policies (tenant_id, name) VALUES (1, $n$it's, (odd)$n$)", R)
+case("R1 wrap union all values", "INSERT INTO policies (tenant_id, name) SELECT 1, 'a' FROM s WHERE false UNION ALL VALUES (3, 'x')", R)
+case("R1 row star element refused", "INSERT INTO policies (tenant_id, name, settings) VALUES (3, s.*) ", J, sqlstate="0A000", msg="expands a row")
+case("R1 table source wrapped", "INSERT INTO policies (tenant_id, name) TABLE staging", R, has=["FROM (TABLE staging) AS tg_s"])
 case("R1 array and row values", "INSERT INTO policies (tenant_id, name, settings) VALUES (1, ARRAY['a','b']::text, ROW(1,2)::text::jsonb)", R)
 
 # ------------------------------------------------------------ R1 SELECT
