@@ -17,10 +17,11 @@
  *
  * Session effects: search_path, role and temp-table changes alter what an
  * unqualified name means, and savepoints undo them. Those statements begin
- * with SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE or ALTER
- * (ALTER SCHEMA ... RENAME) -- checked at the text start and after every ';'
- * -- or call set_config() or EXECUTE (also inside EXPLAIN / CREATE TABLE AS),
- * searched anywhere.
+ * with SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER
+ * (ALTER SCHEMA ... RENAME) or CALL (a procedure may SET search_path for the
+ * session) -- checked at the text start and after every ';' -- or call
+ * set_config() or EXECUTE (also inside EXPLAIN / CREATE TABLE AS), searched
+ * anywhere.
  *
  * Speed. Each needle is found through one "anchor" byte, its rarest letter
  * in typical SQL (`policies` through 'p', `backup_sets` through 'k', ...).
@@ -358,7 +359,7 @@ static inline bool word_is(const char *s, size_t len, size_t i, const char *kw, 
 #define WORD_IS(kw) word_is(s, len, i, kw, sizeof(kw) - 1)
 
 /* Does a statement starting at s[i] begin with a session-effect keyword
- * (SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER)?
+ * (SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER, CALL)?
  * Whitespace and comments before it are skipped; an unterminated comment
  * answers yes (we cannot tell). Runs on every text: a statement starting
  * with any other letter costs a handful of instructions. */
@@ -373,6 +374,8 @@ static inline bool keyword_at(const char *s, size_t len, size_t i)
         return WORD_IS("discard") || WORD_IS("deallocate");
     case 'a':
         return WORD_IS("alter");
+    case 'c':
+        return WORD_IS("call");
     default:
         return false;
     }

@@ -444,7 +444,7 @@ static bool harmless_utility(NodeTag tag)
     case T_ReplicaIdentityStmt: case T_AlterSystemStmt: case T_CreatePolicyStmt: case T_AlterPolicyStmt:
     case T_CreateTransformStmt: case T_CreateAmStmt: case T_CreatePublicationStmt:
     case T_AlterPublicationStmt: case T_CreateSubscriptionStmt: case T_AlterSubscriptionStmt:
-    case T_DropSubscriptionStmt: case T_CreateStatsStmt: case T_AlterCollationStmt: case T_CallStmt:
+    case T_DropSubscriptionStmt: case T_CreateStatsStmt: case T_AlterCollationStmt:
     case T_AlterStatsStmt:
         return true;
     default:
@@ -515,6 +515,11 @@ void rw_stmt(rw_ctx *c, Node *n)
         break;
     case T_TransactionStmt:
         transaction_stmt(c, (TransactionStmt *)n);
+        break;
+    case T_CallStmt:
+        /* A procedure's SET search_path outlives the CALL (and it may commit):
+         * we cannot see it, so the path is no longer known. */
+        rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
         break;
     case T_RenameStmt:
         rename_stmt(c, (RenameStmt *)n);

@@ -392,7 +392,8 @@ case("BEYOND rule", "CREATE RULE r AS ON INSERT TO x DO INSTEAD INSERT INTO poli
 case("BEYOND view", "CREATE VIEW v AS SELECT * FROM policies", P, events="passed/beyond_sight/policies")
 case("BEYOND observe", "DO $$ BEGIN UPDATE findings SET tenant_id = 1; END $$", P, mode="observe",
      events="passed/beyond_sight/findings", flags=["observed"])
-case("BEYOND procedure call", "CALL refresh_policies()", P, events="")
+case("BEYOND procedure call", "CALL refresh_policies()", P, events="", effects="path_unknown")
+case("FX call unknown path", "CALL maintenance()", P, effects="path_unknown", notflags=["prefiltered"])
 
 # ------------------------------------------------------------------ DDL
 case("DDL rename table", "ALTER TABLE policies RENAME TO p2", J, sqlstate="0A000", msg="renaming the watched table policies")

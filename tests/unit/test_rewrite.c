@@ -353,6 +353,7 @@ static void test_prefilter_effect_keywords(void **state)
         {"SET x = 1", true}, {"  \t\nreset all", true}, {"/* a /* nested */ b */ DISCARD ALL", true},
         {"-- c\n-- d\nDeallocate p", true}, {"SAVEPOINT s", true}, {"rollback to s", true},
         {"RELEASE s", true}, {"ALTER SCHEMA a RENAME TO b", true}, {"select 1; set x=1", true},
+        {"CALL p()", true}, {"callx()", false},
         {"SELECT set_config('a','b',false)", true}, {"EXPLAIN EXECUTE p", true},
         {"/* unterminated", true}, {"SELECT 1", false}, {"SELECT settings FROM t", false},
         {"INSERT INTO resets (x) VALUES (1)", false}, {"UPDATE t SET x = 1", false}, {"", false},

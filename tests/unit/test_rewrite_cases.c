@@ -2387,7 +2387,15 @@ const rw_case rw_cases[] = {
         .sql = "CALL refresh_policies()",
         .action = RW_PASS,
         .events = "",
-        .effects = "",
+        .effects = "path_unknown",
+        .flags = 0,
+    },
+    {
+        .name = "FX call unknown path",
+        .sql = "CALL maintenance()",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown",
         .flags = 0,
     },
     {
@@ -2602,4 +2610,4 @@ const rw_case rw_cases[] = {
     },
 };
 
-const int rw_n_cases = 287;
+const int rw_n_cases = 288;
