@@ -178,7 +178,9 @@ typedef enum {
 
 typedef struct rw_effect {
     uint8_t kind;              /* rw_effect_kind */
-    uint8_t stmt;              /* index of the statement in the text (simple Query) */
+    uint16_t stmt;             /* index of the statement in the text (simple Query); past
+                                * 65535 every effect is reported as RW_FX_PATH_UNKNOWN at
+                                * 65535 -- applied early, it only makes the proxy stricter */
     bool writes_watched;       /* RW_FX_PREPARE */
     bool local;                /* until the transaction ends: SET LOCAL ... TO DEFAULT
                                 * (RW_FX_RESET_PATH), CREATE TEMP ... ON COMMIT DROP */

@@ -56,8 +56,12 @@ void rw_effect_add(rw_ctx *c, rw_effect_kind kind, const char *arg, bool writes,
         c->fx = n;
         c->capfx = cap;
     }
-    c->fx[c->nfx++] = (rw_effect){(uint8_t)kind, (uint8_t)(c->stmt_no > 255 ? 255 : c->stmt_no), writes, local,
-                                  arg ? rw_strdup(&c->a, arg) : NULL};
+    if (c->stmt_no > UINT16_MAX) {
+        kind = RW_FX_PATH_UNKNOWN;
+        arg = NULL;
+    }
+    c->fx[c->nfx++] = (rw_effect){(uint8_t)kind, (uint16_t)(c->stmt_no > UINT16_MAX ? UINT16_MAX : c->stmt_no),
+                                  writes, local, arg ? rw_strdup(&c->a, arg) : NULL};
 }
 
 /* The tables this statement's text could name. */
