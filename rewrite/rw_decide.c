@@ -331,6 +331,8 @@ rw_decision rw_decision_oom(const rw_policy *p, const rw_pf_result *pf)
 rw_decision rw_decide(rw_cache *cache, const rw_policy *policy, const rw_env *env, const rw_catalog *catalog,
                       rw_proto proto, const char *sql, size_t len)
 {
+    if (!policy || !sql)
+        return (rw_decision){.action = RW_PASS, .flags = RW_F_PREFILTERED};
     rw_pf_result pf = rw_prefilter_run(policy, sql, len);
     if (!rw_pf_any(&pf)) {
         rw_cache_count_prefiltered(cache);
