@@ -11,7 +11,23 @@
  * Enforcement happens inside the client's own statement: the rewritten text
  * calls the helper functions of sql/tenantguard.sql (schema
  * policy.helper_schema), which look the tenant up in the tenants table within
- * the client's transaction and raise SQLSTATE 42501 on a violation.
+ * the client's transaction and raise SQLSTATE 42501 on a violation, with
+ * CONSTRAINT = tenantguard_r2 .. tenantguard_r6 (0A000 / tenantguard_layout
+ * for a positional INSERT whose table changed). The shapes are described in
+ * sql/tenantguard.sql and rewrite/rw_dml.c.
+ *
+ * What the proxy does with it:
+ *   - at start-up: rw_selftest(), and refuse enforce mode unless
+ *     helper_schema.helpers_version() returns tg_helpers_version_string();
+ *   - per Query / Parse: rw_decide(); on RW_REJECT send `text` and replace
+ *     the server's error whose message contains `marker` (SQLSTATE 42703) by
+ *     sqlstate + message -- for a Parse the error answers the Parse itself;
+ *   - count errors from the helpers by their CONSTRAINT field;
+ *   - apply `effects` when the statement they belong to completed
+ *     (CommandComplete number `stmt` of a simple Query), with transaction and
+ *     savepoint semantics, and keep rw_env (and its hash) up to date;
+ *   - remember RW_F_WATCHED_WRITE per prepared statement (Parse, SQL PREPARE)
+ *     to find statements prepared before enforce mode (RW_RULE_STALE_PREPARED).
  */
 #ifndef TG_REWRITE_H
 #define TG_REWRITE_H
@@ -59,9 +75,13 @@ typedef struct rw_env {
                                   * to the parser, which sees bytes, while the server sees the
                                   * converted text. Enforce mode then refuses (0A000) every
                                   * statement that could name a watched table. */
-    uint64_t hash;               /* rw_env_hash() of all the above; part of the cache key */
+    uint64_t hash;               /* rw_env_hash() of all the above; part of the cache key:
+                                  * recompute it whenever a field changes */
 } rw_env;
 
+/* A keyed hash (SipHash with a per-process random key: a client choosing its
+ * search_path cannot make two environments collide). 0 only if it could not
+ * be computed -- such an env is never served from or stored in the cache. */
 uint64_t rw_env_hash(const rw_env *env);
 
 /* Split a search_path value (as SET/SHOW/set_config write it: comma-separated,
@@ -91,10 +111,13 @@ typedef struct rw_catalog {
 typedef enum {
     RW_PASS = 0,      /* send the client's text unchanged */
     RW_REPLACE,       /* send `text` instead */
-    RW_REJECT,        /* send `text` (it fails on the server with a marker
-                         error, so earlier statements of the same simple Query
-                         run and the transaction aborts exactly as with a
-                         server error); the proxy replaces that error with
+    RW_REJECT,        /* send `text`: the statements before the offending one,
+                         then SELECT "tenantguard:refused" in its place (later
+                         ones dropped). It fails in the server's parse
+                         analysis (42703, message naming the marker), so
+                         earlier statements of the same simple Query run and
+                         the transaction aborts exactly as with a server
+                         error; the proxy replaces that error with
                          sqlstate + message */
 } rw_action;
 
@@ -112,6 +135,11 @@ typedef enum {
     RW_RULE__COUNT
 } rw_rule;
 
+/* Per write site (each INSERT/UPDATE/DELETE/MERGE/COPY FROM node on a watched
+ * table, CTEs included): one SEEN, then one REWRITTEN per rule injected, or a
+ * REJECTED/REFUSED, or else PASSED. Statements not tied to one write (beyond
+ * sight, renames, unparsable text) give a single event. Observe mode gives
+ * the same events with RW_F_OBSERVED; off mode none. */
 typedef enum {
     RW_EV_SEEN = 0,    /* a statement writes this table */
     RW_EV_PASSED,      /* ... and needs nothing (e.g. UPDATE of other columns) */
@@ -130,10 +158,11 @@ typedef struct rw_event {
 /* Session effects of a statement, applied by the proxy only once the server
  * confirmed the statement (its CommandComplete), with transaction semantics. */
 typedef enum {
-    RW_FX_SET_PATH = 1,        /* arg: the new search_path value as SQL would show it */
+    RW_FX_SET_PATH = 1,        /* arg: the new search_path value as SHOW would show it
+                                * (SET) or as given (set_config); rw_split_path() reads it */
     RW_FX_SET_LOCAL_PATH,      /* SET LOCAL search_path: until the transaction ends */
     RW_FX_RESET_PATH,          /* RESET search_path / SET ... TO DEFAULT / RESET ALL */
-    RW_FX_PATH_UNKNOWN,        /* set_config() with a non-literal, SET ROLE, ... */
+    RW_FX_PATH_UNKNOWN,        /* set_config() with a non-literal, SET ROLE, CALL, ... */
     RW_FX_CREATE_TEMP,         /* arg: relation name (a watched name) */
     RW_FX_DROP_REL,            /* arg: relation name (unqualified or pg_temp.) */
     RW_FX_DISCARD_ALL,         /* DISCARD ALL: path reset, temp gone, prepared gone */
@@ -141,14 +170,17 @@ typedef enum {
     RW_FX_PREPARE,             /* SQL PREPARE; arg: name; flags: writes watched */
     RW_FX_DEALLOCATE,          /* arg: name, NULL = ALL */
     RW_FX_EXECUTE,             /* SQL EXECUTE; arg: name (the proxy checks staleness) */
-    RW_FX_SAVEPOINT,           /* SAVEPOINT; arg: name -- a SET after it is undone by ... */
+    RW_FX_SAVEPOINT,           /* SAVEPOINT; arg: name -- a SET after it is undone by
+                                * ROLLBACK TO it, kept by RELEASE */
     RW_FX_RELEASE,             /* RELEASE [SAVEPOINT]; arg: name */
     RW_FX_ROLLBACK_TO,         /* ROLLBACK TO [SAVEPOINT]; arg: name */
 } rw_effect_kind;
 
 typedef struct rw_effect {
     uint8_t kind;              /* rw_effect_kind */
-    uint8_t stmt;              /* index of the statement in the text (simple Query) */
+    uint16_t stmt;             /* index of the statement in the text (simple Query); past
+                                * 65535 every effect is reported as RW_FX_PATH_UNKNOWN at
+                                * 65535 -- applied early, it only makes the proxy stricter */
     bool writes_watched;       /* RW_FX_PREPARE */
     bool local;                /* until the transaction ends: SET LOCAL ... TO DEFAULT
                                 * (RW_FX_RESET_PATH), CREATE TEMP ... ON COMMIT DROP */
@@ -186,7 +218,9 @@ typedef enum {
 /* ------------------------------------------------------------------- cache */
 
 /* Bounded cache of decisions keyed by (text, proto, env hash, policy
- * generation, catalog version). Single-threaded: one per event loop. */
+ * generation, catalog version). Single-threaded: one per event loop; a
+ * decision it answered is shared (reference-counted) and must be released on
+ * that thread, but stays valid after its entry is evicted or the cache freed. */
 typedef struct rw_cache rw_cache;
 
 rw_cache *rw_cache_new(size_t max_bytes, int max_entries);
@@ -204,9 +238,11 @@ void rw_cache_get_stats(const rw_cache *c, rw_cache_stats *out);
 
 /*
  * Decide what to do with one Query or Parse text. `text` is NUL-terminated
- * at text[len]. cache and catalog may be NULL. Never fails: out of memory or
- * an internal error in enforce mode yields RW_REJECT (XX000 / 53200), never a
- * silent pass of a statement that names a watched table.
+ * at text[len]. cache, env and catalog may be NULL. Never fails: out of
+ * memory or an internal error in enforce mode yields RW_REJECT (53200 /
+ * XX000), never a silent pass of a statement that names a watched table.
+ * Thread-safe given a cache per thread (libpg_query keeps its state per
+ * thread; the policy is read-only).
  */
 rw_decision rw_decide(rw_cache *cache, const rw_policy *policy, const rw_env *env,
                       const rw_catalog *catalog, rw_proto proto, const char *text, size_t len);

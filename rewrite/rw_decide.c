@@ -49,8 +49,9 @@ void rw_decision_release(rw_decision *d)
 {
     if (!d)
         return;
-    rw_blob_unref(d->priv);
-    memset(d, 0, sizeof(*d));
+    if (d->priv)
+        rw_blob_unref(d->priv);
+    *d = (rw_decision){.action = RW_PASS};
 }
 
 typedef struct out_spec {
@@ -330,15 +331,14 @@ rw_decision rw_decision_oom(const rw_policy *p, const rw_pf_result *pf)
 rw_decision rw_decide(rw_cache *cache, const rw_policy *policy, const rw_env *env, const rw_catalog *catalog,
                       rw_proto proto, const char *sql, size_t len)
 {
-    rw_decision d;
+    if (!policy || !sql)
+        return (rw_decision){.action = RW_PASS, .flags = RW_F_PREFILTERED};
     rw_pf_result pf = rw_prefilter_run(policy, sql, len);
     if (!rw_pf_any(&pf)) {
         rw_cache_count_prefiltered(cache);
-        memset(&d, 0, sizeof(d));
-        d.action = RW_PASS;
-        d.flags = RW_F_PREFILTERED;
-        return d;
+        return (rw_decision){.action = RW_PASS, .flags = RW_F_PREFILTERED};
     }
+    rw_decision d;
     rw_ckey key = {rw_hash_text(sql, len), env ? env->hash : 1, policy->generation,
                    catalog ? catalog->version : 0, (uint8_t)proto};
     if (rw_cache_lookup(cache, sql, len, &key, &d))

@@ -397,6 +397,18 @@ static bool row_locate(rw_ctx *c, int open, List *elems, rw_row *r)
 static void values_row(rw_site *s, ins_cols *ic, rw_row *r)
 {
     rw_ctx *c = s->c;
+    ListCell *lc;
+    foreach (lc, r->elems) {
+        /* x.* in a VALUES row expands to as many values as x has columns:
+         * the positions we would splice at are then not the columns'. */
+        Node *e = lfirst(lc);
+        if ((IsA(e, ColumnRef) && IsA(llast(((ColumnRef *)e)->fields), A_Star)) ||
+            (IsA(e, A_Indirection) && IsA(llast(((A_Indirection *)e)->indirection), A_Star))) {
+            rw_site_refuse(s, "tenantguard: a VALUES row for %s expands a row with .*; list the values",
+                           s->t->label);
+            return;
+        }
+    }
     if (r->n != ic->n) {
         rw_site_refuse(s, "tenantguard: a VALUES row for %s has %d values for %d columns", s->t->label, r->n,
                        ic->n);

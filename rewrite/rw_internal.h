@@ -101,6 +101,10 @@ typedef struct rw_prefilter {
     rw_pf_needle *needles;    /* grouped by anchor: [start[a], start[a+1]) */
     int n_needles;
     int group_start[257];
+    /* Second-level filter at an anchor hit: folded byte pairs (anchor, next)
+     * and (previous, anchor) that some needle contains; a hit whose pairs are
+     * in neither set cannot be a needle. */
+    uint64_t pair_next[1024], pair_prev[1024];
 } rw_prefilter;
 
 /* Keyword token codes of the core scanner for the keywords we look at. */

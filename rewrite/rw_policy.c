@@ -17,10 +17,11 @@
  *
  * Session effects: search_path, role and temp-table changes alter what an
  * unqualified name means, and savepoints undo them. Those statements begin
- * with SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE or ALTER
- * (ALTER SCHEMA ... RENAME) -- checked at the text start and after every ';'
- * -- or call set_config() or EXECUTE (also inside EXPLAIN / CREATE TABLE AS),
- * searched anywhere.
+ * with SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER
+ * (ALTER SCHEMA ... RENAME) or CALL (a procedure may SET search_path for the
+ * session) -- checked at the text start and after every ';' -- or call
+ * set_config() or EXECUTE (also inside EXPLAIN / CREATE TABLE AS), searched
+ * anywhere.
  *
  * Speed. Each needle is found through one "anchor" byte, its rarest letter
  * in typical SQL (`policies` through 'p', `backup_sets` through 'k', ...).
@@ -207,6 +208,15 @@ static bool build_prefilter(rw_policy *p, rw_arena *a)
         tmp[i] = (rw_pf_needle){(const char *)f, (uint8_t)len, (uint8_t)off, (int16_t)src[i].table,
                                 src[i].what};
         anchor_of[i] = b;
+        if (off + 1 < len) {
+            unsigned key = (unsigned)f[off] << 8 | f[off + 1];
+            pf->pair_next[key >> 6] |= 1ULL << (key & 63);
+        } else if (off > 0) {
+            unsigned key = (unsigned)f[off - 1] << 8 | f[off];
+            pf->pair_prev[key >> 6] |= 1ULL << (key & 63);
+        } else {
+            return false;               /* one-byte needles do not exist */
+        }
     }
 
     /* Group the needles by anchor byte. */
@@ -327,19 +337,58 @@ static inline uint8_t fold(char c)
     return (uint8_t)c | 0x20;
 }
 
-static bool is_ident_byte(uint8_t c)
+/* Bytes that continue an identifier or keyword: letters, digits, _, $, and
+ * every byte >= 0x80 -- as a 256-bit set. */
+static inline bool is_ident_byte(uint8_t c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '$' || c >= 0x80;
+    static const uint64_t set[4] = {0x03FF001000000000ULL, 0x07FFFFFE87FFFFFEULL, ~0ULL, ~0ULL};
+    return (set[c >> 6] >> (c & 63)) & 1;
 }
 
-/* Does a statement starting at s[i] begin with a session-effect keyword?
+/* Is the word at s[i] (already known to start with its first letter) `kw`? */
+static inline bool word_is(const char *s, size_t len, size_t i, const char *kw, size_t kl)
+{
+    if (i + kl > len)
+        return false;
+    for (size_t j = 1; j < kl; j++)
+        if (fold(s[i + j]) != (uint8_t)kw[j])
+            return false;
+    return i + kl == len || !is_ident_byte((uint8_t)s[i + kl]);
+}
+
+#define WORD_IS(kw) word_is(s, len, i, kw, sizeof(kw) - 1)
+
+/* Does a statement starting at s[i] begin with a session-effect keyword
+ * (SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER, CALL)?
  * Whitespace and comments before it are skipped; an unterminated comment
- * answers yes (we cannot tell). */
+ * answers yes (we cannot tell). Runs on every text: a statement starting
+ * with any other letter costs a handful of instructions. */
+static inline bool keyword_at(const char *s, size_t len, size_t i)
+{
+    switch (fold(s[i])) {
+    case 's':
+        return WORD_IS("set") || WORD_IS("savepoint");
+    case 'r':
+        return WORD_IS("reset") || WORD_IS("rollback") || WORD_IS("release");
+    case 'd':
+        return WORD_IS("discard") || WORD_IS("deallocate");
+    case 'a':
+        return WORD_IS("alter");
+    case 'c':
+        return WORD_IS("call");
+    default:
+        return false;
+    }
+}
+
 static bool leading_effect(const char *s, size_t len, size_t i)
 {
-    static const char *const kws[] = {"set", "reset", "discard", "deallocate", "savepoint", "rollback",
-                                      "release", "alter"};
+    /* The common case first: the statement starts right away with a letter. */
+    if (i < len) {
+        uint8_t c = fold(s[i]);
+        if (c >= 'a' && c <= 'z')
+            return keyword_at(s, len, i);
+    }
     for (;;) {
         while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' ||
                            s[i] == '\v'))
@@ -369,22 +418,7 @@ static bool leading_effect(const char *s, size_t len, size_t i)
         }
         break;
     }
-    size_t w = i;
-    while (w < len && is_ident_byte((uint8_t)s[w]))
-        w++;
-    size_t wl = w - i;
-    if (wl < 3 || wl > 10)
-        return false;
-    for (size_t k = 0; k < sizeof(kws) / sizeof(kws[0]); k++) {
-        if (strlen(kws[k]) != wl)
-            continue;
-        size_t j = 0;
-        while (j < wl && fold(s[i + j]) == (uint8_t)kws[k][j])
-            j++;
-        if (j == wl)
-            return true;
-    }
-    return false;
+    return i < len && keyword_at(s, len, i);
 }
 
 /* The needles anchored at byte b, found at s[i]. */
@@ -392,6 +426,10 @@ static void check_at(const rw_prefilter *pf, const char *s, size_t len, size_t i
 {
     if (b == ';')
         r->effects |= leading_effect(s, len, i + 1);
+    unsigned next = i + 1 < len ? (unsigned)b << 8 | fold(s[i + 1]) : 0;
+    unsigned prev = i > 0 ? (unsigned)fold(s[i - 1]) << 8 | b : 0;
+    if (!((pf->pair_next[next >> 6] >> (next & 63)) & 1) && !((pf->pair_prev[prev >> 6] >> (prev & 63)) & 1))
+        return;
     for (int k = pf->group_start[b]; k < pf->group_start[b + 1]; k++) {
         const rw_pf_needle *nd = &pf->needles[k];
         if (i < nd->anchor_off || i - nd->anchor_off + nd->len > len)
@@ -422,37 +460,78 @@ static void scan_scalar(const rw_prefilter *pf, const char *s, size_t from, size
     }
 }
 
+/* The bytes of one 16-byte block that equal an anchor: 0xff lanes in m. */
+static inline void hits(const rw_prefilter *pf, const char *s, size_t len, size_t at, rw_v16 m, rw_pf_result *r)
+{
+    uint64_t w[2];
+    memcpy(w, &m, 16);
+    if (!(w[0] | w[1]))
+        return;
+    for (int half = 0; half < 2; half++) {
+        while (w[half]) {
+            int lane = __builtin_ctzll(w[half]) >> 3;
+            size_t i = at + (size_t)half * 8 + (size_t)lane;
+            uint8_t b = fold(s[i]);
+            if (pf->slot[b])
+                check_at(pf, s, len, i, b, r);
+            w[half] &= ~(0xffULL << (lane * 8));
+        }
+    }
+}
+
+#define RW_FOLD16 {0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20}
+
+/* Up to 8 anchors (the default policy needs 8) ... */
+static inline rw_v16 mask8(const rw_v16 *a, rw_v16 x)
+{
+    x |= (rw_v16)RW_FOLD16;
+    return (rw_v16)(x == a[0]) | (rw_v16)(x == a[1]) | (rw_v16)(x == a[2]) | (rw_v16)(x == a[3]) |
+           (rw_v16)(x == a[4]) | (rw_v16)(x == a[5]) | (rw_v16)(x == a[6]) | (rw_v16)(x == a[7]);
+}
+
+/* ... or up to 12. */
+static inline rw_v16 mask12(const rw_v16 *a, rw_v16 x)
+{
+    x |= (rw_v16)RW_FOLD16;
+    return (rw_v16)(x == a[0]) | (rw_v16)(x == a[1]) | (rw_v16)(x == a[2]) | (rw_v16)(x == a[3]) |
+           (rw_v16)(x == a[4]) | (rw_v16)(x == a[5]) | (rw_v16)(x == a[6]) | (rw_v16)(x == a[7]) |
+           (rw_v16)(x == a[8]) | (rw_v16)(x == a[9]) | (rw_v16)(x == a[10]) | (rw_v16)(x == a[11]);
+}
+
+/* Every 16-byte block of s; the last one overlaps the one before it (a
+ * byte seen twice only sets the same result bits again). */
+static inline __attribute__((always_inline)) void scan_blocks(const rw_prefilter *pf, const char *s, size_t len,
+                                                              bool wide, rw_pf_result *r)
+{
+    const rw_v16 *a = (const rw_v16 *)(const void *)pf->anchor_vec;
+    rw_v16 x;
+    if (len < 16) {
+        memset(&x, 0, sizeof(x));       /* 0 | 0x20 is a space: never an anchor */
+        memcpy(&x, s, len);
+        hits(pf, s, len, 0, wide ? mask12(a, x) : mask8(a, x), r);
+        return;
+    }
+    size_t i = 0;
+    for (; i + 16 <= len; i += 16) {
+        memcpy(&x, s + i, 16);
+        hits(pf, s, len, i, wide ? mask12(a, x) : mask8(a, x), r);
+    }
+    if (i < len) {
+        memcpy(&x, s + len - 16, 16);
+        hits(pf, s, len, len - 16, wide ? mask12(a, x) : mask8(a, x), r);
+    }
+}
+
 rw_pf_result rw_prefilter_run(const rw_policy *p, const char *s, size_t len)
 {
     const rw_prefilter *pf = &p->pf;
     rw_pf_result r = {0, false, false};
     r.effects = leading_effect(s, len, 0);
-    if (pf->n_anchors > RW_PF_MAX_ANCHORS) {
+    if (pf->n_anchors > RW_PF_MAX_ANCHORS)
         scan_scalar(pf, s, 0, len, len, &r);
-        return r;
-    }
-    rw_v16 a[RW_PF_MAX_ANCHORS];
-    memcpy(a, pf->anchor_vec, sizeof(a));
-    const rw_v16 f = {0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
-                      0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20};
-    for (size_t i = 0; i < len; i += 16) {
-        rw_v16 x;
-        size_t n = len - i < 16 ? len - i : 16;
-        if (n == 16) {
-            memcpy(&x, s + i, 16);
-        } else {
-            memset(&x, 0, sizeof(x));
-            memcpy(&x, s + i, n);
-        }
-        x |= f;
-        rw_v16 m = (rw_v16)(x == a[0]) | (rw_v16)(x == a[1]) | (rw_v16)(x == a[2]) | (rw_v16)(x == a[3]) |
-                   (rw_v16)(x == a[4]) | (rw_v16)(x == a[5]) | (rw_v16)(x == a[6]) | (rw_v16)(x == a[7]) |
-                   (rw_v16)(x == a[8]) | (rw_v16)(x == a[9]) | (rw_v16)(x == a[10]) | (rw_v16)(x == a[11]);
-        uint64_t lo, hi;
-        memcpy(&lo, &m, 8);
-        memcpy(&hi, (const char *)&m + 8, 8);
-        if (lo | hi)
-            scan_scalar(pf, s, i, i + n, len, &r);
-    }
+    else if (pf->n_anchors > 8)
+        scan_blocks(pf, s, len, true, &r);
+    else
+        scan_blocks(pf, s, len, false, &r);
     return r;
 }

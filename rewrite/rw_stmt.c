@@ -56,8 +56,12 @@ void rw_effect_add(rw_ctx *c, rw_effect_kind kind, const char *arg, bool writes,
         c->fx = n;
         c->capfx = cap;
     }
-    c->fx[c->nfx++] = (rw_effect){(uint8_t)kind, (uint8_t)(c->stmt_no > 255 ? 255 : c->stmt_no), writes, local,
-                                  arg ? rw_strdup(&c->a, arg) : NULL};
+    if (c->stmt_no > UINT16_MAX) {
+        kind = RW_FX_PATH_UNKNOWN;
+        arg = NULL;
+    }
+    c->fx[c->nfx++] = (rw_effect){(uint8_t)kind, (uint16_t)(c->stmt_no > UINT16_MAX ? UINT16_MAX : c->stmt_no),
+                                  writes, local, arg ? rw_strdup(&c->a, arg) : NULL};
 }
 
 /* The tables this statement's text could name. */
@@ -444,7 +448,7 @@ static bool harmless_utility(NodeTag tag)
     case T_ReplicaIdentityStmt: case T_AlterSystemStmt: case T_CreatePolicyStmt: case T_AlterPolicyStmt:
     case T_CreateTransformStmt: case T_CreateAmStmt: case T_CreatePublicationStmt:
     case T_AlterPublicationStmt: case T_CreateSubscriptionStmt: case T_AlterSubscriptionStmt:
-    case T_DropSubscriptionStmt: case T_CreateStatsStmt: case T_AlterCollationStmt: case T_CallStmt:
+    case T_DropSubscriptionStmt: case T_CreateStatsStmt: case T_AlterCollationStmt:
     case T_AlterStatsStmt:
         return true;
     default:
@@ -515,6 +519,11 @@ void rw_stmt(rw_ctx *c, Node *n)
         break;
     case T_TransactionStmt:
         transaction_stmt(c, (TransactionStmt *)n);
+        break;
+    case T_CallStmt:
+        /* A procedure's SET search_path outlives the CALL (and it may commit):
+         * we cannot see it, so the path is no longer known. */
+        rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
         break;
     case T_RenameStmt:
         rename_stmt(c, (RenameStmt *)n);

@@ -105,6 +105,9 @@ case("R1 std strings on same text", "INSERT INTO policies (tenant_id, name) VALU
      msg="could not be parsed", flags=["parse_failed"])
 case("R1 escape string", "INSERT INTO policies (tenant_id, name) VALUES (1, E'a\\'b')", R)
 case("R1 dollar quoted value", "INSERT INTO policies (tenant_id, name) VALUES (1, $n$it's, (odd)$n$)", R)
+case("R1 wrap union all values", "INSERT INTO policies (tenant_id, name) SELECT 1, 'a' FROM s WHERE false UNION ALL VALUES (3, 'x')", R)
+case("R1 row star element refused", "INSERT INTO policies (tenant_id, name, settings) VALUES (3, s.*) ", J, sqlstate="0A000", msg="expands a row")
+case("R1 table source wrapped", "INSERT INTO policies (tenant_id, name) TABLE staging", R, has=["FROM (TABLE staging) AS tg_s"])
 case("R1 array and row values", "INSERT INTO policies (tenant_id, name, settings) VALUES (1, ARRAY['a','b']::text, ROW(1,2)::text::jsonb)", R)
 
 # ------------------------------------------------------------ R1 SELECT
@@ -389,7 +392,8 @@ case("BEYOND rule", "CREATE RULE r AS ON INSERT TO x DO INSTEAD INSERT INTO poli
 case("BEYOND view", "CREATE VIEW v AS SELECT * FROM policies", P, events="passed/beyond_sight/policies")
 case("BEYOND observe", "DO $$ BEGIN UPDATE findings SET tenant_id = 1; END $$", P, mode="observe",
      events="passed/beyond_sight/findings", flags=["observed"])
-case("BEYOND procedure call", "CALL refresh_policies()", P, events="")
+case("BEYOND procedure call", "CALL refresh_policies()", P, events="", effects="path_unknown")
+case("FX call unknown path", "CALL maintenance()", P, effects="path_unknown", notflags=["prefiltered"])
 
 # ------------------------------------------------------------------ DDL
 case("DDL rename table", "ALTER TABLE policies RENAME TO p2", J, sqlstate="0A000", msg="renaming the watched table policies")

@@ -353,6 +353,7 @@ static void test_prefilter_effect_keywords(void **state)
         {"SET x = 1", true}, {"  \t\nreset all", true}, {"/* a /* nested */ b */ DISCARD ALL", true},
         {"-- c\n-- d\nDeallocate p", true}, {"SAVEPOINT s", true}, {"rollback to s", true},
         {"RELEASE s", true}, {"ALTER SCHEMA a RENAME TO b", true}, {"select 1; set x=1", true},
+        {"CALL p()", true}, {"callx()", false},
         {"SELECT set_config('a','b',false)", true}, {"EXPLAIN EXECUTE p", true},
         {"/* unterminated", true}, {"SELECT 1", false}, {"SELECT settings FROM t", false},
         {"INSERT INTO resets (x) VALUES (1)", false}, {"UPDATE t SET x = 1", false}, {"", false},
@@ -604,6 +605,20 @@ static void test_big_and_deep(void **state)
     d = rw_decide(NULL, p, NULL, NULL, RW_PROTO_SIMPLE, sql, n);
     assert_int_not_equal(d.action, RW_PASS);
     rw_decision_release(&d);
+    /* Statement 65536 and beyond: effects become "path unknown". */
+    size_t big = 65536 * 9 + 64;
+    char *many = malloc(big);
+    n = 0;
+    for (int i = 0; i < 65536; i++)
+        n += (size_t)snprintf(many + n, big - n, "SELECT 1;");
+    n += (size_t)snprintf(many + n, big - n, "SET search_path = x");
+    d = rw_decide(NULL, p, NULL, NULL, RW_PROTO_SIMPLE, many, n);
+    assert_int_equal(d.n_statements, 65537);
+    assert_int_equal(d.n_effects, 1);
+    assert_int_equal(d.effects[0].kind, RW_FX_PATH_UNKNOWN);
+    assert_int_equal(d.effects[0].stmt, 65535);
+    rw_decision_release(&d);
+    free(many);
     free(sql);
     rw_policy_free(p);
 }

@@ -546,6 +546,35 @@ const rw_case rw_cases[] = {
         .flags = RW_F_WATCHED_WRITE,
     },
     {
+        .name = "R1 wrap union all values",
+        .sql = "INSERT INTO policies (tenant_id, name) SELECT 1, 'a' FROM s WHERE false UNION ALL VALUES (3, 'x')",
+        .action = RW_REPLACE,
+        .out = "INSERT INTO policies (tenant_id, name, workspace_id) SELECT tg_s.*, tenantguard.ws_derive('policies', " TS_P ", tg_s.tenant_id, " WS_P ") FROM (SELECT 1, 'a' FROM s WHERE false UNION ALL VALUES (3, 'x')) AS tg_s(tenant_id, name)",
+        .events = "seen//policies rewritten/R1/policies",
+        .effects = "",
+        .flags = RW_F_WATCHED_WRITE,
+    },
+    {
+        .name = "R1 row star element refused",
+        .sql = "INSERT INTO policies (tenant_id, name, settings) VALUES (3, s.*) ",
+        .action = RW_REJECT,
+        .out = "SELECT \"tenantguard:refused\"",
+        .sqlstate = "0A000",
+        .msg = "expands a row",
+        .events = "seen//policies refused/form/policies",
+        .effects = "",
+        .flags = RW_F_WATCHED_WRITE,
+    },
+    {
+        .name = "R1 table source wrapped",
+        .sql = "INSERT INTO policies (tenant_id, name) TABLE staging",
+        .action = RW_REPLACE,
+        .out = "INSERT INTO policies (tenant_id, name, workspace_id) SELECT tg_s.*, tenantguard.ws_derive('policies', " TS_P ", tg_s.tenant_id, " WS_P ") FROM (TABLE staging) AS tg_s(tenant_id, name)",
+        .events = "seen//policies rewritten/R1/policies",
+        .effects = "",
+        .flags = RW_F_WATCHED_WRITE,
+    },
+    {
         .name = "R1 array and row values",
         .sql = "INSERT INTO policies (tenant_id, name, settings) VALUES (1, ARRAY['a','b']::text, ROW(1,2)::text::jsonb)",
         .action = RW_REPLACE,
@@ -2358,7 +2387,15 @@ const rw_case rw_cases[] = {
         .sql = "CALL refresh_policies()",
         .action = RW_PASS,
         .events = "",
-        .effects = "",
+        .effects = "path_unknown",
+        .flags = 0,
+    },
+    {
+        .name = "FX call unknown path",
+        .sql = "CALL maintenance()",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown",
         .flags = 0,
     },
     {
@@ -2573,4 +2610,4 @@ const rw_case rw_cases[] = {
     },
 };
 
-const int rw_n_cases = 284;
+const int rw_n_cases = 288;
