@@ -132,6 +132,22 @@ static const key_def keys[] = {
      "statement decision cache: entries at most"},
     {"tenantguard", "sidecar_dsn", KT_STRING, CF(sidecar_dsn), "", 0, 0, NULL, true,
      "libpq connection string for tenantguard's own connection (catalog, helper check)"},
+    {"tenantguard", "admin_addr", KT_STRING, CF(admin_addr), "127.0.0.1", 0, 0, NULL, false,
+     "address of the admin console (psql -h ADDR -p PORT -U admin tenantguard)"},
+    {"tenantguard", "admin_port", KT_INT, CF(admin_port), "6433", 0, 65535, NULL, false,
+     "port of the admin console; 0 = no console"},
+    {"tenantguard", "admin_auth_file", KT_STRING, CF(admin_auth_file), "", 0, 0, NULL, true,
+     "console users: \"name\" \"SCRAM-SHA-256$...\" per line (tenantguard passwd NAME); empty = no console"},
+    {"tenantguard", "admin_allow_remote", KT_BOOL, CF(admin_allow_remote), "off", 0, 0, NULL, false,
+     "allow admin_addr / metrics_addr other than loopback"},
+    {"tenantguard", "metrics_addr", KT_STRING, CF(metrics_addr), "127.0.0.1", 0, 0, NULL, false,
+     "address of the Prometheus metrics endpoint"},
+    {"tenantguard", "metrics_port", KT_INT, CF(metrics_port), "0", 0, 65535, NULL, false,
+     "port of GET /metrics (Prometheus text format); 0 = off"},
+    {"tenantguard", "violation_audit", KT_BOOL, CF(violation_audit), "off", 0, 0, NULL, true,
+     "also write each rejection/refusal into the audit table (needs sidecar_dsn)"},
+    {"tenantguard", "violation_audit_queue", KT_INT, CF(violation_audit_queue), "10000", 1, 1000000, NULL, true,
+     "violations waiting to be written at most; more are dropped and counted"},
     {"tenantguard", "mode", KT_STRING, PT(mode), "observe", 0, 0, NULL, true,
      "off, observe or enforce, for every watched table without its own mode"},
 
@@ -756,6 +772,28 @@ static bool validate(load_state *st)
     if (!c->listen_addr[0] && !c->unix_socket_dir[0]) {
         set_error(st, line_of(st, "tenantguard", "listen_addr"),
                   "listen_addr and unix_socket_dir are both empty: nothing to listen on");
+        return false;
+    }
+    if (!c->admin_allow_remote) {
+        const char *addrs[][2] = {{"admin_addr", c->admin_addr}, {"metrics_addr", c->metrics_addr}};
+        for (int i = 0; i < 2; i++) {
+            const char *a = addrs[i][1];
+            if (a[0] && strncmp(a, "127.", 4) != 0 && strcmp(a, "::1") != 0 && strcmp(a, "localhost") != 0) {
+                set_error(st, line_of(st, "tenantguard", addrs[i][0]),
+                          "%s = %s is not a loopback address; set admin_allow_remote = on to allow it",
+                          addrs[i][0], a);
+                return false;
+            }
+        }
+    }
+    if (c->admin_auth_file[0] && !readable(c->admin_auth_file)) {
+        set_error(st, line_of(st, "tenantguard", "admin_auth_file"), "admin_auth_file: cannot read \"%s\": %s",
+                  c->admin_auth_file, strerror(errno));
+        return false;
+    }
+    if (c->violation_audit && !c->sidecar_dsn[0]) {
+        set_error(st, line_of(st, "tenantguard", "violation_audit"),
+                  "violation_audit = on needs sidecar_dsn (the connection it writes with)");
         return false;
     }
     if (!c->server_host[0]) {

@@ -108,6 +108,16 @@ typedef struct tg_config {
     /* [tenantguard] -- the sidecar's own connection (catalog, helpers, backfill) */
     char *sidecar_dsn;
 
+    /* [tenantguard] -- the admin console and metrics */
+    char *admin_addr;
+    int admin_port;               /* 0 = no console */
+    char *admin_auth_file;        /* userlist.txt format; empty = no console */
+    bool admin_allow_remote;      /* admin_addr may be other than loopback */
+    char *metrics_addr;
+    int metrics_port;             /* 0 = no metrics endpoint */
+    bool violation_audit;         /* write violations into the audit table */
+    int violation_audit_queue;    /* entries waiting at most; more are dropped and counted */
+
     /* [policy], [table ...] */
     tg_policy policy;
 } tg_config;

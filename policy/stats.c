@@ -53,6 +53,29 @@ void tg_stats_violation(tg_stats *s, const tg_violation *v)
     s->ring_next++;
 }
 
+void tg_stats_latency(tg_stats *s, uint64_t us)
+{
+    int b = 0;
+    while (b < TG_LATENCY_BUCKETS - 1 && (1ULL << b) <= us)
+        b++;
+    s->latency_buckets[b]++;
+    s->latency_count++;
+    s->latency_sum_us += us;
+}
+
+double tg_stats_latency_quantile(const tg_stats *s, double q)
+{
+    if (!s->latency_count)
+        return 0.0;
+    uint64_t want = (uint64_t)((double)s->latency_count * q + 0.5), seen = 0;
+    for (int b = 0; b < TG_LATENCY_BUCKETS; b++) {
+        seen += s->latency_buckets[b];
+        if (seen >= want && seen)
+            return (double)(1ULL << b);
+    }
+    return (double)(1ULL << (TG_LATENCY_BUCKETS - 1));
+}
+
 const tg_violation *tg_stats_recent(const tg_stats *s, uint64_t i)
 {
     if (i >= s->ring_next || i >= TG_VIOLATIONS_MAX)

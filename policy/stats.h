@@ -39,9 +39,19 @@ typedef struct tg_violation {
     char mode[8];              /* enforce (rejected) or observe (would have been) */
 } tg_violation;
 
+/* Statement latency: from the first request after idle to the
+ * ReadyForQuery that leaves nothing in flight, in power-of-two
+ * microsecond buckets (bucket i: < 2^i us). */
+#define TG_LATENCY_BUCKETS 32
+
 typedef struct tg_stats {
     tg_table_stats *tables;    /* one per policy table, by index */
     int n_tables;
+    uint64_t latency_count;
+    uint64_t latency_sum_us;
+    uint64_t latency_buckets[TG_LATENCY_BUCKETS];
+    uint64_t audit_written;    /* violations written into the audit table */
+    uint64_t audit_dropped;    /* ... dropped because the queue was full */
     uint64_t parse_failures;
     uint64_t prefiltered;
     uint64_t server_rejections; /* 42501 raised by the helper functions */
@@ -56,6 +66,11 @@ int tg_stats_resize(tg_stats *s, int n_tables);
 
 void tg_stats_count(tg_stats *s, int table, int rule, int kind);
 void tg_stats_violation(tg_stats *s, const tg_violation *v);
+
+void tg_stats_latency(tg_stats *s, uint64_t us);
+/* The latency below which a fraction q of statements finished (bucket upper
+ * bound, microseconds); 0 when none was measured. */
+double tg_stats_latency_quantile(const tg_stats *s, double q);
 
 /* The i-th most recent violation (0 = newest), or NULL. */
 const tg_violation *tg_stats_recent(const tg_stats *s, uint64_t i);

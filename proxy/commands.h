@@ -10,6 +10,9 @@ int tg_daemon_main(const char *config_path);
 
 /* Rows that other modules add to main.c's command table (name, fn, summary).
  * Each module appends its row here when it lands. */
-#define TG_EXTRA_COMMANDS
+int tg_cmd_passwd(int argc, char **argv);
+
+#define TG_EXTRA_COMMANDS \
+    {"passwd", tg_cmd_passwd, "print an admin_auth_file line (SCRAM-SHA-256 verifier) for a console user"},
 
 #endif

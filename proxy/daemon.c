@@ -17,6 +17,7 @@
 #include <openssl/ssl.h>
 
 #include "policy/sqlstate.h"
+#include "proxy/admin.h"
 #include "proxy/commands.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
@@ -25,9 +26,58 @@
 
 /* ---------------------------------------------------------------- policy */
 
+/* Carry console mode overrides over to a new table list, by name. */
+static int remap_overlay(tg_runtime *rt, const tg_config *old)
+{
+    int n = rt->cfg->policy.n_tables;
+    tg_mode *ov = calloc((size_t)(n ? n : 1), sizeof(*ov));
+    bool *set = calloc((size_t)(n ? n : 1), sizeof(*set));
+    tg_mode *eff = calloc((size_t)(n ? n : 1), sizeof(*eff));
+    if (!ov || !set || !eff) {
+        free(ov);
+        free(set);
+        free(eff);
+        return -1;
+    }
+    for (int i = 0; old && rt->overlay_set && i < old->policy.n_tables; i++) {
+        if (!rt->overlay_set[i])
+            continue;
+        const tg_table *t = tg_policy_find(&rt->cfg->policy, old->policy.tables[i].schema,
+                                           old->policy.tables[i].name);
+        if (t) {
+            int j = (int)(t - rt->cfg->policy.tables);
+            ov[j] = rt->overlay[i];
+            set[j] = true;
+        }
+    }
+    free(rt->overlay);
+    free(rt->overlay_set);
+    free(rt->eff_modes);
+    rt->overlay = ov;
+    rt->overlay_set = set;
+    rt->eff_modes = eff;
+    return 0;
+}
+
+tg_mode rt_table_mode(const tg_runtime *rt, int i)
+{
+    if (i < 0 || i >= rt->cfg->policy.n_tables)
+        return TG_MODE_OFF;
+    return rt->overlay_set && rt->overlay_set[i] ? rt->overlay[i] : rt->cfg->policy.tables[i].mode;
+}
+
+bool rt_mode_overridden(const tg_runtime *rt, int i)
+{
+    return rt->overlay_set && i >= 0 && i < rt->cfg->policy.n_tables && rt->overlay_set[i];
+}
+
 int rt_policy_rebuild(tg_runtime *rt)
 {
-    rw_policy *p = rw_policy_new(&rt->cfg->policy, NULL, rt->rw_generation + 1);
+    if (!rt->eff_modes && remap_overlay(rt, NULL) != 0)
+        return -1;
+    for (int i = 0; i < rt->cfg->policy.n_tables; i++)
+        rt->eff_modes[i] = rt_table_mode(rt, i);
+    rw_policy *p = rw_policy_new(&rt->cfg->policy, rt->eff_modes, rt->rw_generation + 1);
     if (!p)
         return -1;
     if (rt->rw)
@@ -47,18 +97,56 @@ int rt_policy_rebuild(tg_runtime *rt)
 
 bool rt_any_enforced(const tg_runtime *rt)
 {
-    const tg_policy *p = &rt->cfg->policy;
-    for (int i = 0; i < p->n_tables; i++)
-        if (p->tables[i].mode == TG_MODE_ENFORCE)
+    for (int i = 0; i < rt->cfg->policy.n_tables; i++)
+        if (rt_table_mode(rt, i) == TG_MODE_ENFORCE)
             return true;
     return false;
+}
+
+int rt_set_mode(tg_runtime *rt, const char *table, bool reset, tg_mode mode, char *err, size_t errlen)
+{
+    const tg_policy *p = &rt->cfg->policy;
+    int only = -1;
+    if (table) {
+        const char *dot = strchr(table, '.');
+        char schema[64];
+        const char *name = table;
+        if (dot) {
+            snprintf(schema, sizeof(schema), "%.*s", (int)(dot - table), table);
+            name = dot + 1;
+        }
+        for (int i = 0; i < p->n_tables; i++)
+            if (strcmp(p->tables[i].name, name) == 0 && (!dot || strcmp(p->tables[i].schema, schema) == 0)) {
+                if (only >= 0) {
+                    snprintf(err, errlen, "tenantguard console: \"%s\" names more than one watched table; "
+                             "qualify it with its schema", table);
+                    return -1;
+                }
+                only = i;
+            }
+        if (only < 0) {
+            snprintf(err, errlen, "tenantguard console: \"%s\" is not a watched table", table);
+            return -1;
+        }
+    }
+    for (int i = 0; i < p->n_tables; i++) {
+        if (only >= 0 && i != only)
+            continue;
+        rt->overlay_set[i] = !reset;
+        rt->overlay[i] = mode;
+    }
+    if (rt_policy_rebuild(rt) != 0) {
+        snprintf(err, errlen, "tenantguard console: out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- reaping */
 
 static void maybe_exit(tg_runtime *rt)
 {
-    if (rt->phase != RT_RUNNING && rt->n_sessions - rt->n_refusing == 0) {
+    if (rt->phase != RT_RUNNING && rt->n_sessions - rt->n_refusing - rt->n_console == 0) {
         listeners_close(rt);
         event_base_loopexit(rt->base, NULL);
     }
@@ -131,6 +219,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     tg_runtime *rt = arg;
     time_t now = time(NULL);
     check_idle(rt, now);
+    admin_tick(rt);
     if (rt->phase == RT_DRAINING && now >= rt->drain_deadline) {
         log_info("shutdown_timeout reached: closing %d session(s)", rt->n_sessions);
         rt->phase = RT_STOPPING;
@@ -186,31 +275,28 @@ static void sigint_cb(evutil_socket_t sig, short what, void *arg)
     begin_stop(rt);
 }
 
-/* SIGHUP: a new snapshot for new sessions; running ones keep theirs. */
-static void reload(tg_runtime *rt)
+/* SIGHUP / RELOAD: a new snapshot for new sessions (running ones keep
+ * their connection settings; the enforcement policy applies to every
+ * session's next statement). */
+int rt_reload(tg_runtime *rt, char *errbuf, size_t errlen)
 {
     tg_config_error err;
     tg_config *neu = tg_config_load(rt->cfg->path, &err);
     if (!neu) {
-        log_error("reload failed: %s:%d: %s (keeping the running config)", rt->cfg->path, err.line,
-                  err.message);
-        return;
+        snprintf(errbuf, errlen, "reload failed: %s:%d: %s", rt->cfg->path, err.line, err.message);
+        log_error("%s (keeping the running config)", errbuf);
+        return -1;
     }
     char emsg[256] = "";
     SSL_CTX *ctls = NULL, *stls = NULL;
+    admin_users *users = NULL;
     if (neu->client_tls_mode != TG_CLIENT_TLS_DISABLE &&
-        !(ctls = tls_client_ctx_new(neu, emsg, sizeof(emsg)))) {
-        log_error("reload failed: %s (keeping the running config)", emsg);
-        tg_config_unref(neu);
-        return;
-    }
-    if (neu->server_sslmode != TG_SERVER_SSL_DISABLE && !(stls = tls_server_ctx_new(neu, emsg, sizeof(emsg)))) {
-        log_error("reload failed: %s (keeping the running config)", emsg);
-        if (ctls)
-            SSL_CTX_free(ctls);
-        tg_config_unref(neu);
-        return;
-    }
+        !(ctls = tls_client_ctx_new(neu, emsg, sizeof(emsg))))
+        goto fail;
+    if (neu->server_sslmode != TG_SERVER_SSL_DISABLE && !(stls = tls_server_ctx_new(neu, emsg, sizeof(emsg))))
+        goto fail;
+    if (neu->admin_auth_file[0] && !(users = admin_users_load(neu->admin_auth_file, emsg, sizeof(emsg))))
+        goto fail;
     char changed[256];
     if (tg_config_nonreloadable_changes(rt->cfg, neu, changed, sizeof(changed)) > 0)
         log_warning("reload: %s changed; that takes a restart", changed);
@@ -222,20 +308,53 @@ static void reload(tg_runtime *rt)
         SSL_CTX_free(rt->server_tls);
     rt->client_tls = ctls;
     rt->server_tls = stls;
-    tg_config_unref(rt->cfg);
+    admin_users_free(rt->admin_users);   /* running console sessions keep their login */
+    rt->admin_users = users;
+    tg_config *old = rt->cfg;
     rt->cfg = neu;
     rt->generation++;
-    if (rt_policy_rebuild(rt) != 0)
-        log_error("reload: out of memory building the policy; keeping the old one");
+    if (remap_overlay(rt, old) != 0 || rt_policy_rebuild(rt) != 0)
+        log_error("reload: out of memory building the policy");
+    tg_config_unref(old);
     tg_log_configure(neu->log_level, neu->log_format);
     log_info("config reloaded (generation %llu)", (unsigned long long)rt->generation);
+    return 0;
+fail:
+    snprintf(errbuf, errlen, "reload failed: %s", emsg);
+    log_error("%s (keeping the running config)", errbuf);
+    if (ctls)
+        SSL_CTX_free(ctls);
+    if (stls)
+        SSL_CTX_free(stls);
+    tg_config_unref(neu);
+    return -1;
 }
 
 static void sighup_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    reload(arg);
+    char err[600];
+    rt_reload(arg, err, sizeof(err));
+}
+
+void rt_stop(tg_runtime *rt, bool wait)
+{
+    if (wait)
+        sigterm_cb(SIGTERM, 0, rt);
+    else
+        sigint_cb(SIGINT, 0, rt);
+}
+
+void rt_resume(tg_runtime *rt)
+{
+    rt->paused = false;
+    tg_session *s, *next;
+    for (s = TAILQ_FIRST(&rt->sessions); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        if (s->state == SS_ACTIVE && s->cl.throttled)
+            relay_resume_reading(s);
+    }
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -303,6 +422,10 @@ static int setup(tg_runtime *rt, tg_config *cfg)
         log_error("the SQL parser failed its self-test: %s", selftest);
         return -1;
     }
+    if (cfg->admin_auth_file[0] && !(rt->admin_users = admin_users_load(cfg->admin_auth_file, err, sizeof(err)))) {
+        log_error("%s", err);
+        return -1;
+    }
     rt->cache = rw_cache_new((size_t)cfg->cache_max_bytes, cfg->cache_max_entries);
     if (!rt->cache || rt_policy_rebuild(rt) != 0) {
         log_error("out of memory");
@@ -335,6 +458,10 @@ static void teardown(tg_runtime *rt)
     if (rt->cache)
         rw_cache_free(rt->cache);
     tg_stats_free(rt->stats);
+    admin_users_free(rt->admin_users);
+    free(rt->overlay);
+    free(rt->overlay_set);
+    free(rt->eff_modes);
     if (rt->dns)
         evdns_base_free(rt->dns, 0);
     if (rt->client_tls)

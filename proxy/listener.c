@@ -68,7 +68,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     /* Over the limit (or shutting down) a connection is still read as far
      * as its first packets, bounded by a second allowance of the same size;
      * past that it is refused at once. */
-    bool refusing = rt->phase != RT_RUNNING || rt->n_sessions - rt->n_refusing >= rt->cfg->max_client_conn;
+    bool refusing = rt->phase != RT_RUNNING ||
+                    rt->n_sessions - rt->n_refusing - rt->n_console >= rt->cfg->max_client_conn;
     if (refusing && rt->n_refusing >= rt->cfg->max_client_conn) {
         rt->counters.clients_refused_max_conn++;
         refuse(fd, rt->phase != RT_RUNNING ? TG_SQLSTATE_CANNOT_CONNECT_NOW : TG_SQLSTATE_TOO_MANY_CONNECTIONS,
@@ -96,6 +97,34 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         rt->n_refusing++;
     }
     tg_clog(TG_LOG_DEBUG, &s->log, "accepted%s", refusing ? " (to refuse)" : "");
+    startup_begin(s);
+}
+
+/* The console has its own small allowance, so operators get in when
+ * max_client_conn is exhausted. */
+#define CONSOLE_MAX_SESSIONS 64
+
+static void accept_console_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                              void *arg)
+{
+    (void)l;
+    (void)salen;
+    tg_runtime *rt = arg;
+    char peer[64];
+    peer_name(sa, peer, sizeof(peer));
+    if (rt->n_console >= CONSOLE_MAX_SESSIONS) {
+        refuse(fd, TG_SQLSTATE_TOO_MANY_CONNECTIONS, "tenantguard: too many console connections");
+        return;
+    }
+    tg_session *s = sess_new(rt, fd, peer);
+    if (!s) {
+        refuse(fd, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory");
+        return;
+    }
+    s->is_console = true;
+    s->log.side = "admin";
+    rt->n_console++;
+    tg_clog(TG_LOG_DEBUG, &s->log, "accepted console connection");
     startup_begin(s);
 }
 
@@ -131,8 +160,17 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     evtimer_add(rt->listen_retry, &tv);
 }
 
+static int add_listener_cb(tg_runtime *rt, const struct sockaddr *sa, int salen, const char *what,
+                           evconnlistener_cb cb, char *err, size_t errlen);
+
 static int add_listener(tg_runtime *rt, const struct sockaddr *sa, int salen, const char *what,
                         char *err, size_t errlen)
+{
+    return add_listener_cb(rt, sa, salen, what, accept_cb, err, errlen);
+}
+
+static int add_listener_cb(tg_runtime *rt, const struct sockaddr *sa, int salen, const char *what,
+                           evconnlistener_cb cb, char *err, size_t errlen)
 {
     if (rt->n_listeners == RT_MAX_LISTENERS) {
         snprintf(err, errlen, "too many listeners");
@@ -144,7 +182,7 @@ static int add_listener(tg_runtime *rt, const struct sockaddr *sa, int salen, co
     if (sa->sa_family == AF_INET6)
         flags |= LEV_OPT_BIND_IPV6ONLY;
     struct evconnlistener *l =
-        evconnlistener_new_bind(rt->base, accept_cb, rt, flags, rt->cfg->listen_backlog, sa, salen);
+        evconnlistener_new_bind(rt->base, cb, rt, flags, rt->cfg->listen_backlog, sa, salen);
     if (!l) {
         snprintf(err, errlen, "cannot listen on %s: %s", what,
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -229,6 +267,23 @@ int listeners_open(tg_runtime *rt, char *err, size_t errlen)
     }
     if (c->unix_socket_dir[0] && open_unix(rt, err, errlen) != 0)
         return -1;
+    if (c->admin_port && c->admin_auth_file[0] && c->admin_addr[0]) {
+        struct sockaddr_storage ss;
+        int sslen = sizeof(ss);
+        char spec[160];
+        snprintf(spec, sizeof(spec), strchr(c->admin_addr, ':') ? "[%s]:%d" : "%s:%d",
+                 strcmp(c->admin_addr, "localhost") == 0 ? "127.0.0.1" : c->admin_addr, c->admin_port);
+        if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&ss, &sslen) != 0) {
+            snprintf(err, errlen, "admin_addr: \"%s\" is not an IP address", c->admin_addr);
+            return -1;
+        }
+        char what[200];
+        snprintf(what, sizeof(what), "%s (admin console)", spec);
+        if (add_listener_cb(rt, (struct sockaddr *)&ss, sslen, what, accept_console_cb, err, errlen) != 0)
+            return -1;
+    } else if (c->admin_port && !c->admin_auth_file[0]) {
+        log_info("no admin console: admin_auth_file is not set");
+    }
     return 0;
 }
 

@@ -242,14 +242,31 @@ void probe_begin(tg_session *s)
 
 void probe_catalog_set(sess_probe *p, int table, const char *cols)
 {
-    if (p->catalog.n_tables >= PROBE_MAX_TABLES)
-        return;
+    if (p->catalog.n_tables == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 16;
+        probe_table *t = realloc(p->tables, (size_t)cap * sizeof(*t));
+        if (!t)
+            return;
+        p->tables = t;
+        rw_catalog_table *e = realloc(p->entries, (size_t)cap * sizeof(*e));
+        if (!e)
+            return;
+        p->entries = e;
+        p->cap = cap;
+    }
     probe_table *t = &p->tables[p->catalog.n_tables];
     t->names = strdup(cols);
-    if (!t->names)
+    int n = 1;
+    for (const char *c = cols; (c = strstr(c, SEP)); c++)
+        n++;
+    t->columns = calloc((size_t)n, sizeof(char *));
+    if (!t->names || !t->columns) {
+        free(t->names);
+        free(t->columns);
         return;
+    }
     t->n = 0;
-    for (char *c = t->names; c && t->n < PROBE_MAX_COLUMNS;) {
+    for (char *c = t->names; c && t->n < n;) {
         t->columns[t->n++] = c;
         c = strstr(c, SEP);
         if (c)
@@ -272,7 +289,11 @@ void probe_catalog_set(sess_probe *p, int table, const char *cols)
 
 void probe_free(sess_probe *p)
 {
-    for (int i = 0; i < p->catalog.n_tables; i++)
+    for (int i = 0; i < p->catalog.n_tables; i++) {
         free(p->tables[i].names);
+        free(p->tables[i].columns);
+    }
+    free(p->tables);
+    free(p->entries);
     memset(p, 0, sizeof(*p));
 }

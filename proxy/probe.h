@@ -9,12 +9,11 @@
 #include "policy/config.h"
 #include "rewrite/rewrite.h"
 
-#define PROBE_MAX_TABLES 64
-#define PROBE_MAX_COLUMNS 256
-
+/* A session holds only what its probe found, allocated to size: the
+ * session object itself stays small (a few hundred bytes for this part). */
 typedef struct probe_table {
     char *names;                       /* the columns, NUL-separated in one allocation */
-    char *columns[PROBE_MAX_COLUMNS];
+    char **columns;                    /* pointers into names */
     int n;
 } probe_table;
 
@@ -24,8 +23,9 @@ typedef struct sess_probe {
     bool failed;
     bool helpers_ok;                   /* helpers_version() matches this policy */
     rw_catalog catalog;                /* column order of the watched tables */
-    rw_catalog_table entries[PROBE_MAX_TABLES];
-    probe_table tables[PROBE_MAX_TABLES];
+    rw_catalog_table *entries;         /* catalog.tables points here */
+    probe_table *tables;
+    int cap;
 } sess_probe;
 
 struct tg_session;

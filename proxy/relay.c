@@ -74,6 +74,13 @@ void relay_begin(tg_session *s)
 
 /* ---------------------------------------------------------------- plumbing */
 
+uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static bool over_high_water(const tg_session *s, struct bufferevent *dst)
 {
     return evbuffer_get_length(bufferevent_get_output(dst)) >= (size_t)s->cfg->buffer_high_water;
@@ -103,7 +110,8 @@ void relay_resume_reading(tg_session *s)
 {
     if (s->state != SS_ACTIVE)
         return;
-    if (s->cl.throttled && !over_high_water(s, s->sv.bev) && !track_full(s->track)) {
+    if (s->cl.throttled && !over_high_water(s, s->sv.bev) && !track_full(s->track) &&
+        !(s->rt->paused && track_pending(s->track) == 0)) {
         s->cl.throttled = false;
         fastio_read(&s->cl_io, true);
         client_read_cb(s->cl.bev, s);   /* work on what is already buffered */
@@ -252,11 +260,15 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
             if (s->cl.stream_left)
                 break;
         }
-        if (over_high_water(s, s->sv.bev) || track_full(s->track)) {
+        if (over_high_water(s, s->sv.bev) || track_full(s->track) ||
+            (s->rt->paused && track_pending(s->track) == 0)) {
+            /* PAUSE holds a session at its next request, once nothing runs. */
             s->cl.throttled = true;
             fastio_read(&s->cl_io, false);
             break;
         }
+        if (track_pending(s->track) == 0)
+            s->busy_since_us = mono_us();
         pgf_header h;
         pgf_peek_result pr = pgf_peek(in, &h);
         if (pr == PGF_NEED_MORE)

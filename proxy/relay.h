@@ -14,6 +14,9 @@
 
 struct evbuffer;
 
+/* Microseconds on the monotonic clock (statement latency). */
+uint64_t mono_us(void);
+
 /* A whole Query or Parse message is at the head of `in`: decide, forward to
  * `out` (the server), push its FIFO slot. Returns -1 when the session ended. */
 int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out);

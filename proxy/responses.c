@@ -198,8 +198,13 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
         break;
     }
     track_server_msg(s->track, h->type);
-    if (h->type == PG_BE_READY && track_pending(s->track) == 0)
+    if (h->type == PG_BE_READY && track_pending(s->track) == 0) {
         s->idle_since = time(NULL);
+        if (s->busy_since_us) {
+            tg_stats_latency(s->rt->stats, mono_us() - s->busy_since_us);
+            s->busy_since_us = 0;
+        }
+    }
     s->sv.bytes_in += wire;
     if (replaced) {
         evbuffer_drain(in, wire);

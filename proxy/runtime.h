@@ -67,6 +67,7 @@ typedef struct tg_runtime {
     TAILQ_HEAD(, tg_session) justfree;   /* SS_DEAD, freed by the reaper */
     int n_sessions;                 /* including the refusing ones */
     int n_refusing;                 /* accepted only to answer and refuse */
+    int n_console;                  /* admin console sessions */
     uint64_t next_session_id;
 
     rt_phase phase;
@@ -76,7 +77,15 @@ typedef struct tg_runtime {
     struct cancel_map *cancels;     /* our cancel key -> session */
     rt_counters counters;
 
+    /* the admin console */
+    struct admin_users *admin_users;/* from admin_auth_file; NULL = no console logins */
+    bool paused;                    /* PAUSE: sessions' next statements wait */
+    bool shutdown_wait;             /* SHUTDOWN WAIT (vs. at once) */
+
     /* enforcement */
+    tg_mode *eff_modes;             /* per cfg->policy table: the mode in force */
+    tg_mode *overlay;               /* SET mode from the console, per table ... */
+    bool *overlay_set;              /* ... where set */
     rw_policy *rw;                  /* compiled from cfg->policy (+ mode overlay) */
     uint64_t rw_generation;
     rw_cache *cache;                /* decisions by statement text */
@@ -88,6 +97,17 @@ int rt_policy_rebuild(tg_runtime *rt);
 
 /* Some watched table is in enforce mode. */
 bool rt_any_enforced(const tg_runtime *rt);
+
+/* The mode in force for table i, and whether the console set it. */
+tg_mode rt_table_mode(const tg_runtime *rt, int i);
+bool rt_mode_overridden(const tg_runtime *rt, int i);
+
+/* The console: SET mode (table NULL = every table; reset = back to the
+ * config), RELOAD, RESUME, SHUTDOWN. Return 0, or -1 with err. */
+int rt_set_mode(tg_runtime *rt, const char *table, bool reset, tg_mode mode, char *err, size_t errlen);
+int rt_reload(tg_runtime *rt, char *err, size_t errlen);
+void rt_resume(tg_runtime *rt);
+void rt_stop(tg_runtime *rt, bool wait);
 
 /* Schedule the reaper (a session was moved to justfree). */
 void rt_schedule_reap(tg_runtime *rt);

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "policy/sqlstate.h"
+#include "proxy/admin.h"
 #include "proxy/pgframe.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
@@ -22,7 +23,7 @@
 
 static const char *const state_names[SS__COUNT] = {
     "startup", "client-tls", "connect", "server-tls-request", "server-tls",
-    "auth", "probe", "active", "closing", "dead",
+    "auth", "probe", "active", "console-auth", "console", "closing", "dead",
 };
 
 const char *sess_state_name(sess_state s)
@@ -35,7 +36,7 @@ const char *sess_state_name(sess_state s)
 #define B(s) (1u << (s))
 #define ANY_END (B(SS_CLOSING) | B(SS_DEAD))
 static const unsigned allowed[SS__COUNT] = {
-    [SS_CL_STARTUP] = B(SS_CL_TLS) | B(SS_SV_CONNECT) | ANY_END,
+    [SS_CL_STARTUP] = B(SS_CL_TLS) | B(SS_SV_CONNECT) | B(SS_ADMIN_AUTH) | ANY_END,
     [SS_CL_TLS] = B(SS_CL_STARTUP) | ANY_END,
     [SS_SV_CONNECT] = B(SS_SV_TLS_REQUEST) | B(SS_AUTH) | ANY_END,
     [SS_SV_TLS_REQUEST] = B(SS_SV_TLS) | B(SS_AUTH) | ANY_END,
@@ -43,6 +44,8 @@ static const unsigned allowed[SS__COUNT] = {
     [SS_AUTH] = B(SS_PROBE) | B(SS_ACTIVE) | ANY_END,
     [SS_PROBE] = B(SS_ACTIVE) | ANY_END,
     [SS_ACTIVE] = ANY_END,
+    [SS_ADMIN_AUTH] = B(SS_ADMIN) | ANY_END,
+    [SS_ADMIN] = ANY_END,
     [SS_CLOSING] = B(SS_DEAD),
     [SS_DEAD] = 0,
 };
@@ -132,6 +135,8 @@ void sess_close(tg_session *s, const char *why)
     sess_set_state(s, SS_DEAD);
     TAILQ_REMOVE(&rt->sessions, s, link);
     rt->n_sessions--;
+    if (s->is_console)
+        rt->n_console--;
     if (s->refusing)
         rt->n_refusing--;
     TAILQ_INSERT_TAIL(&rt->justfree, s, link);
@@ -142,6 +147,7 @@ void sess_free(tg_session *s)
 {
     assert(s->state == SS_DEAD);
     track_free(s->track);
+    admin_free(s);
     sessenv_free(&s->env);
     probe_free(&s->probe);
     if (s->cl.startup)

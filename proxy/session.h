@@ -36,6 +36,8 @@ typedef enum sess_state {
     SS_AUTH,            /* startup relayed; authentication relayed until ReadyForQuery */
     SS_PROBE,           /* tenantguard's login probe runs; the client's ReadyForQuery waits */
     SS_ACTIVE,          /* relaying */
+    SS_ADMIN_AUTH,      /* console: SCRAM exchange with the client */
+    SS_ADMIN,           /* console: running commands */
     SS_CLOSING,         /* last words queued for the client (or, the client gone, for
                          * the server); closed once flushed */
     SS_DEAD,            /* on rt->justfree: freed after this loop iteration */
@@ -84,6 +86,9 @@ typedef struct tg_session {
     tg_config *cfg;              /* the snapshot this session started with (a reference) */
     TAILQ_ENTRY(tg_session) link;/* rt->sessions, or rt->justfree when SS_DEAD */
 
+    bool is_console;             /* accepted on the admin listener */
+    struct admin_state *admin;   /* console sessions, once logging in (admin.h) */
+    uint64_t busy_since_us;      /* monotonic: first request after idle, for latency */
     bool refusing;               /* accepted over max_client_conn or while shutting down:
                                   * answers SSL 'N', forwards cancels, refuses the login */
     sess_client cl;

@@ -21,6 +21,7 @@
 #include <openssl/ssl.h>
 
 #include "policy/sqlstate.h"
+#include "proxy/admin.h"
 #include "proxy/pgframe.h"
 #include "proxy/pgproto.h"
 #include "proxy/runtime.h"
@@ -212,6 +213,10 @@ static void accept_startup(tg_session *s, const uint8_t *pkt, uint32_t len)
     }
     s->log.user = s->cl.user;
     s->log.db = s->cl.database;
+    if (s->is_console) {
+        admin_begin(s);
+        return;
+    }
     tg_clog(TG_LOG_DEBUG, &s->log, "startup: protocol %u.%u%s", PG_PROTO_MAJOR(s->cl.protocol),
             PG_PROTO_MINOR(s->cl.protocol), s->cl.tls ? ", TLS" : "");
     /* Stop reading the client until the server side is ready. */

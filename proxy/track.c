@@ -125,6 +125,11 @@ track_slot *track_head(sess_track *t)
     return t->count ? at(t, 0) : NULL;
 }
 
+size_t track_capacity(const sess_track *t)
+{
+    return t->cap;
+}
+
 size_t track_pending(const sess_track *t)
 {
     return t->count;

@@ -55,6 +55,9 @@ track_slot *track_head(sess_track *t);
  * BEFORE calling this, via track_head(). */
 void track_server_msg(sess_track *t, char be_type);
 
+/* Slots allocated (SHOW MEM). */
+size_t track_capacity(const sess_track *t);
+
 /* In-flight slots (0 = the server owes nothing). */
 size_t track_pending(const sess_track *t);
 
