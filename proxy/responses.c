@@ -94,7 +94,7 @@ static void apply_effects(tg_session *s, track_ctx *c, const rw_effect *fx, int 
             /* SQL PREPARE: its statement is decided again, from the whole
              * Query text, if the policy changes before EXECUTE. */
             sessenv_prepared_add(&s->env, true, fx[i].arg, c->text ? strdup(c->text) : NULL, c->rewritten,
-                                 c->generation, NULL, 0);
+                                 c->generation, c->env_hash, NULL, 0);
         else
             sessenv_apply(&s->env, &fx[i]);
     }
@@ -105,13 +105,16 @@ static void on_command_complete(tg_session *s, const uint8_t *payload, size_t le
     track_slot *slot = track_head(s->track);
     size_t n = strnlen((const char *)payload, len);
     snprintf(s->last_tag, sizeof(s->last_tag), "%.*s", (int)n, (const char *)payload);
-    if (!slot || !slot->ctx)
-        return;
-    track_ctx *c = slot->ctx;
-    if (slot->kind == PG_FE_QUERY && c->has_decision)
-        apply_effects(s, c, c->d.effects, c->d.n_effects, slot->completes, false);
-    else if (slot->kind == PG_FE_EXECUTE)
-        apply_effects(s, c, c->effects, c->n_effects, 0, true);
+    if (slot && slot->ctx) {
+        track_ctx *c = slot->ctx;
+        if (slot->kind == PG_FE_QUERY && c->has_decision)
+            apply_effects(s, c, c->d.effects, c->d.n_effects, slot->completes, false);
+        else if (slot->kind == PG_FE_EXECUTE)
+            apply_effects(s, c, c->effects, c->n_effects, 0, true);
+    }
+    /* After the statement's own effects: a COMMIT or ROLLBACK ends the
+     * transaction here, also AND CHAIN and inside a multi-statement Query. */
+    sessenv_command_tag(&s->env, s->last_tag);
 }
 
 static void on_parse_complete(tg_session *s)
@@ -120,7 +123,7 @@ static void on_parse_complete(tg_session *s)
     if (!slot || slot->kind != PG_FE_PARSE || !slot->ctx || !slot->ctx->name)
         return;
     track_ctx *c = slot->ctx;
-    sessenv_prepared_add(&s->env, false, c->name, c->text, c->rewritten, c->generation, c->effects,
+    sessenv_prepared_add(&s->env, false, c->name, c->text, c->rewritten, c->generation, c->env_hash, c->effects,
                          c->n_effects);
     c->text = NULL;      /* ownership moved */
     c->effects = NULL;
@@ -164,7 +167,7 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
     case PG_BE_READY:
         if (plen >= 1)
             s->sv.txn_status = (char)payload[0];
-        sessenv_ready(&s->env, s->sv.txn_status, s->last_tag, s->request_failed);
+        sessenv_ready(&s->env, s->sv.txn_status, s->request_failed);
         s->request_failed = false;
         s->last_tag[0] = '\0';
         break;

@@ -145,11 +145,14 @@ static void set_session_path(sessenv *e, const sessenv_path *p)
     e->txn_changed = true;
 }
 
-static void temp_add(sessenv *e, const char *name)
+static void temp_add(sessenv *e, const char *name, bool on_commit_drop)
 {
+    uint8_t flags = SESSENV_TEMP_NEW | (on_commit_drop ? SESSENV_TEMP_ON_COMMIT_DROP : 0);
     for (int i = 0; i < e->n_temp; i++)
-        if (strcmp(e->temp_rels[i], name) == 0)
+        if (strcmp(e->temp_rels[i], name) == 0) {
+            e->temp_flags[i] = flags;
             return;
+        }
     if (e->n_temp == SESSENV_MAX_TEMP) {
         e->temp_overflow = true;
         return;
@@ -159,6 +162,7 @@ static void temp_add(sessenv *e, const char *name)
         e->temp_overflow = true;
         return;
     }
+    e->temp_flags[e->n_temp] = flags;
     e->temp_rels[e->n_temp++] = d;
 }
 
@@ -169,6 +173,7 @@ static void temp_remove(sessenv *e, const char *name)
         if (strcmp(e->temp_rels[i], n) == 0) {
             free(e->temp_rels[i]);
             e->temp_rels[i] = e->temp_rels[--e->n_temp];
+            e->temp_flags[i] = e->temp_flags[e->n_temp];
             return;
         }
     }
@@ -211,7 +216,7 @@ void sessenv_apply(sessenv *e, const rw_effect *fx)
         break;
     case RW_FX_CREATE_TEMP:
         if (fx->arg)
-            temp_add(e, fx->arg);
+            temp_add(e, fx->arg, fx->local);
         break;
     case RW_FX_DROP_REL:
         if (fx->arg)
@@ -239,14 +244,9 @@ void sessenv_apply(sessenv *e, const rw_effect *fx)
     }
 }
 
-void sessenv_ready(sessenv *e, char status, const char *last_tag, bool request_failed)
+/* The transaction ended: keep or undo what it changed. */
+static void txn_end(sessenv *e, bool committed)
 {
-    if (status == 'T' || status == 'E') {
-        e->in_block = true;
-        return;
-    }
-    /* 'I': whatever transaction there was has ended. */
-    bool committed = e->in_block ? (last_tag && strcmp(last_tag, "COMMIT") == 0) : !request_failed;
     if (e->txn_changed) {
         if (committed)
             path_copy(&e->committed, &e->session_in_txn);
@@ -254,8 +254,65 @@ void sessenv_ready(sessenv *e, char status, const char *last_tag, bool request_f
         path_copy(&e->effective, &e->committed);
         e->dirty = true;
     }
-    e->in_block = false;
+    for (int i = 0; i < e->n_temp;) {
+        bool gone = committed ? (e->temp_flags[i] & SESSENV_TEMP_ON_COMMIT_DROP)
+                              : (e->temp_flags[i] & SESSENV_TEMP_NEW);
+        if (gone) {
+            free(e->temp_rels[i]);
+            e->temp_rels[i] = e->temp_rels[--e->n_temp];
+            e->temp_flags[i] = e->temp_flags[e->n_temp];
+            e->dirty = true;
+            continue;
+        }
+        e->temp_flags[i] &= (uint8_t)~SESSENV_TEMP_NEW;
+        i++;
+    }
     e->txn_changed = false;
+}
+
+void sessenv_command_tag(sessenv *e, const char *tag)
+{
+    if (strcmp(tag, "COMMIT") == 0)
+        txn_end(e, true);
+    else if (strcmp(tag, "ROLLBACK") == 0)
+        txn_end(e, false);
+    else if (strcmp(tag, "PREPARE TRANSACTION") == 0) {
+        /* The transaction is gone from this session: what it changed, we
+         * cannot be sure of. */
+        txn_end(e, false);
+        path_unknown(&e->committed);
+        path_unknown(&e->session_in_txn);
+        path_unknown(&e->effective);
+    }
+}
+
+void sessenv_ready(sessenv *e, char status, bool request_failed)
+{
+    if (status == 'T' || status == 'E') {
+        e->in_block = true;
+        return;
+    }
+    /* 'I'. An explicit block ends with a COMMIT/ROLLBACK tag (handled
+     * there); what is still open now was an implicit transaction. */
+    bool was_block = e->in_block;
+    e->in_block = false;
+    if (was_block && e->txn_changed) {
+        /* A block ended without a tag we saw: do not guess. */
+        txn_end(e, false);
+        path_unknown(&e->committed);
+        path_unknown(&e->session_in_txn);
+        path_unknown(&e->effective);
+        return;
+    }
+    txn_end(e, !request_failed);
+}
+
+void sessenv_pending(sessenv *e, int delta)
+{
+    e->pending_changes += delta;
+    if (e->pending_changes < 0)
+        e->pending_changes = 0;
+    e->dirty = true;
 }
 
 void sessenv_savepoint_rollback(sessenv *e)
@@ -293,7 +350,7 @@ void sessenv_std_strings(sessenv *e, bool on)
 /* ---------------------------------------------------------------- prepared */
 
 void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,
-                          uint64_t generation, rw_effect *effects, int n_effects)
+                          uint64_t generation, uint64_t env_hash, rw_effect *effects, int n_effects)
 {
     sessenv_prepared_remove(e, sql_level, name);
     sessenv_prepared *p = calloc(1, sizeof(*p));
@@ -310,6 +367,7 @@ void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *te
     p->effects = effects;
     p->n_effects = n_effects;
     p->generation = generation;
+    p->env_hash = env_hash;
     sessenv_prepared **head = sql_level ? &e->prepared_sql : &e->prepared;
     p->next = *head;
     *head = p;
@@ -398,7 +456,9 @@ const rw_env *sessenv_env(sessenv *e)
     memset(env, 0, sizeof(*env));
     env->std_strings = e->std_strings;
     env->client_only_encoding = e->client_only_encoding;
-    env->path_known = e->effective.known && !e->temp_overflow;
+    /* A request in flight may change resolution before the next statement
+     * runs: until it has completed, the path is unknown (fail closed). */
+    env->path_known = e->effective.known && !e->temp_overflow && e->pending_changes == 0;
     for (int i = 0; env->path_known && i < e->effective.n; i++) {
         const char *s = e->effective.schemas[i];
         if (strcmp(s, "$user") == 0) {

@@ -21,6 +21,8 @@
 
 #define SESSENV_MAX_PATH 16
 #define SESSENV_MAX_TEMP 32
+#define SESSENV_TEMP_NEW 1         /* created in the open transaction: gone if it rolls back */
+#define SESSENV_TEMP_ON_COMMIT_DROP 2
 
 typedef struct sessenv_path {
     bool known;
@@ -33,6 +35,7 @@ typedef struct sessenv_prepared {
     char *text;                   /* the client's text, to decide again after a policy change */
     bool rewritten;               /* the server got our rewritten text */
     uint64_t generation;          /* policy generation it was last decided under */
+    uint64_t env_hash;            /* ... and name environment */
     rw_effect *effects;           /* what executing it does to the session (owned) */
     int n_effects;
     struct sessenv_prepared *next;
@@ -51,10 +54,13 @@ typedef struct sessenv {
     sessenv_path effective;       /* what resolution uses now (SET LOCAL included) */
     bool in_block;                /* the last ReadyForQuery said 'T' or 'E' */
     bool txn_changed;             /* the path changed inside this transaction */
+    int pending_changes;          /* requests in flight that may change name resolution:
+                                   * until they complete, the path counts as unknown */
     char *user;                   /* what "$user" stands for; NULL = unknown */
     bool std_strings;
     bool client_only_encoding;    /* SJIS, BIG5, GBK, UHC, GB18030 */
     char *temp_rels[SESSENV_MAX_TEMP];
+    uint8_t temp_flags[SESSENV_MAX_TEMP];   /* SESSENV_TEMP_* */
     int n_temp;
     bool temp_overflow;           /* too many to track: resolution goes unknown */
     sessenv_prepared *prepared;   /* protocol-level statements (Parse), "" = unnamed */
@@ -81,12 +87,18 @@ const rw_env *sessenv_env(sessenv *e);
 /* A statement's effect, confirmed by its CommandComplete. */
 void sessenv_apply(sessenv *e, const rw_effect *fx);
 
-/* ReadyForQuery with status 'I', 'T' or 'E'. last_tag: the last
- * CommandComplete tag of the request ("COMMIT", "ROLLBACK", ...);
- * request_failed: an ErrorResponse came since the previous ReadyForQuery.
- * At 'I' the transaction -- a block, or the implicit one of a Query or a
- * Sync group -- has ended: its changes stay if it committed, else go. */
-void sessenv_ready(sessenv *e, char status, const char *last_tag, bool request_failed);
+/* A CommandComplete tag: COMMIT and ROLLBACK (also AND CHAIN, also inside
+ * a multi-statement Query) end the transaction right there. */
+void sessenv_command_tag(sessenv *e, const char *tag);
+
+/* ReadyForQuery with status 'I', 'T' or 'E'; request_failed: an
+ * ErrorResponse came since the previous ReadyForQuery. At 'I' an implicit
+ * transaction (of a Query or a Sync group) has ended: it committed unless
+ * the request failed. */
+void sessenv_ready(sessenv *e, char status, bool request_failed);
+
+/* A request that may change name resolution was sent / has completed. */
+void sessenv_pending(sessenv *e, int delta);
 
 /* A savepoint was rolled back: changes since it are unknown to us. */
 void sessenv_savepoint_rollback(sessenv *e);
@@ -98,7 +110,7 @@ void sessenv_client_encoding(sessenv *e, const char *encoding);
 /* Named statements (Parse, SQL PREPARE). Takes ownership of text and
  * effects (both may be NULL). */
 void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,
-                          uint64_t generation, rw_effect *effects, int n_effects);
+                          uint64_t generation, uint64_t env_hash, rw_effect *effects, int n_effects);
 void sessenv_prepared_remove(sessenv *e, bool sql_level, const char *name);   /* NULL = all */
 sessenv_prepared *sessenv_prepared_find(sessenv *e, bool sql_level, const char *name);
 

@@ -66,6 +66,8 @@ void stmtctx_release(track_ctx *c)
 {
     if (!c)
         return;
+    if (c->pending_env)
+        sessenv_pending(c->pending_env, -1);
     if (c->has_decision)
         rw_decision_release(&c->d);
     stmtctx_free_effects(c->effects, c->n_effects);
@@ -76,6 +78,18 @@ void stmtctx_release(track_ctx *c)
 }
 
 /* ---------------------------------------------------------------- helpers */
+
+/* A request whose effects may change name resolution: until the server has
+ * answered it, later statements are decided with the path unknown. */
+static void mark_pending(tg_session *s, track_ctx *c, const rw_effect *fx, int n)
+{
+    for (int i = 0; c && !c->pending_env && i < n; i++) {
+        if (rw_effect_changes_resolution(&fx[i])) {
+            c->pending_env = &s->env;
+            sessenv_pending(&s->env, +1);
+        }
+    }
+}
 
 static int push(tg_session *s, char type, bool describe_statement, track_ctx *ctx)
 {
@@ -177,7 +191,10 @@ static bool has_effect(const rw_decision *d, rw_effect_kind k)
 static bool prepared_is_stale(tg_session *s, sessenv_prepared *p)
 {
     tg_runtime *rt = s->rt;
-    if (p->generation == rt->rw_generation)
+    const rw_env *env = sessenv_env(&s->env);
+    /* PostgreSQL analyses a prepared statement again when the search_path
+     * changed since it was prepared: so must we. */
+    if (p->generation == rt->rw_generation && p->env_hash == env->hash)
         return false;
     if (p->rewritten)
         return false;   /* it already carries the checks */
@@ -186,12 +203,14 @@ static bool prepared_is_stale(tg_session *s, sessenv_prepared *p)
             return false;
         return true;
     }
-    rw_decision d = rw_decide(rt->cache, rt->rw, sessenv_env(&s->env), session_catalog(s),
-                              RW_PROTO_EXTENDED, p->text, strlen(p->text));
+    rw_decision d = rw_decide(rt->cache, rt->rw, env, session_catalog(s), RW_PROTO_EXTENDED, p->text,
+                              strlen(p->text));
     bool stale = d.action != RW_PASS;
     rw_decision_release(&d);
-    if (!stale)
+    if (!stale) {
         p->generation = rt->rw_generation;
+        p->env_hash = env->hash;
+    }
     return stale;
 }
 
@@ -218,7 +237,9 @@ static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const cha
                           size_t *out_len)
 {
     tg_runtime *rt = s->rt;
-    c->d = rw_decide(rt->cache, rt->rw, sessenv_env(&s->env), session_catalog(s), proto, text, len);
+    const rw_env *env = sessenv_env(&s->env);
+    c->env_hash = env->hash;
+    c->d = rw_decide(rt->cache, rt->rw, env, session_catalog(s), proto, text, len);
     c->has_decision = true;
     rw_decision *d = &c->d;
     count_events(s, d);
@@ -297,6 +318,8 @@ static int relay_query(tg_session *s, const pgf_header *h, struct evbuffer *in, 
     }
     const char *text = query_text(msg + 5, h->len - 4, &tlen);
     const char *send = text ? decide(s, c, RW_PROTO_SIMPLE, text, tlen, &tlen) : NULL;
+    if (c->has_decision)
+        mark_pending(s, c, c->d.effects, c->d.n_effects);
     if (push(s, PG_FE_QUERY, false, c) != 0)
         return -1;
     s->cl.bytes_in += wire;
@@ -453,6 +476,7 @@ int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, track
     /* the helpers may reject it at run time: its text names the violation */
     if (p->rewritten && p->text)
         c->text = strdup(p->text);
+    mark_pending(s, c, c->effects, c->n_effects);
     *ctx = c;
     return 0;
 }

@@ -21,7 +21,8 @@ struct track_ctx {
     /* Parse / Close 'S': the statement's name; Parse: what it is */
     char *name;
     bool rewritten;             /* the server got our text, not the client's */
-    uint64_t generation;
+    uint64_t generation;        /* the policy ... */
+    uint64_t env_hash;          /* ... and name environment it was decided under */
     rw_effect *effects;         /* Parse: kept for Execute; Execute: to apply */
     int n_effects;
 
@@ -33,6 +34,7 @@ struct track_ctx {
     int16_t reject_table;
     uint8_t reject_rule;
 
+    struct sessenv *pending_env; /* counted in its pending_changes until released */
     char *text;                 /* the client's text: a violation's fingerprint; a Parse's
                                  * statement is decided again after a policy change */
 };

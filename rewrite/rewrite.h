@@ -257,6 +257,10 @@ void rw_fingerprint(const char *text, char out[17]);
  * against. Returns NULL when good, else a static message. */
 const char *rw_selftest(void);
 
+/* Does this effect change how later names resolve (search_path, temp
+ * tables)? The proxy treats the path as unknown while one is in flight. */
+bool rw_effect_changes_resolution(const rw_effect *fx);
+
 const char *rw_rule_name(rw_rule r);          /* "R1", ..., "form", ... */
 const char *rw_event_kind_name(rw_event_kind k);
 const char *rw_effect_kind_name(rw_effect_kind k); /* "set_path", ... */

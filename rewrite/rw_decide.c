@@ -185,10 +185,35 @@ static rw_blob *unparsed(rw_ctx *c, const rw_pf_result *pf, unsigned flags, cons
     return blob_build(c, &o);
 }
 
+/* Does an effect change how later names resolve (search_path, temp
+ * tables)? Such a statement runs before the later statements of the same
+ * Query are analysed, so they must not be decided under the old path. */
+bool rw_effect_changes_resolution(const rw_effect *fx)
+{
+    switch (fx->kind) {
+    case RW_FX_SET_PATH:
+    case RW_FX_SET_LOCAL_PATH:
+    case RW_FX_RESET_PATH:
+    case RW_FX_PATH_UNKNOWN:
+    case RW_FX_CREATE_TEMP:
+    case RW_FX_DROP_REL:
+    case RW_FX_DISCARD_ALL:
+    case RW_FX_DISCARD_TEMP:
+    case RW_FX_ROLLBACK_TO:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Decide each statement; on the first rejection stop. Returns false when
  * something inside went wrong (the caller fails closed). */
 static bool decide_statements(rw_ctx *c, List *tree, out_spec *o, rw_buf *out)
 {
+    /* After a statement that changes name resolution, the rest of the text
+     * is decided with the path unknown: an unqualified watched name is then
+     * the watched table (fail closed), whatever the new path would say. */
+    rw_env unknown = {.path_known = false, .std_strings = c->env ? c->env->std_strings : true};
     int reject_at = -1, fx_keep = 0, ev_keep = 0;
     ListCell *lc;
     int k = 0;
@@ -213,6 +238,9 @@ static bool decide_statements(rw_ctx *c, List *tree, out_spec *o, rw_buf *out)
             (void)ev_keep;
             break;
         }
+        for (int i = fx_keep; i < c->nfx; i++)
+            if (rw_effect_changes_resolution(&c->fx[i]))
+                c->env = &unknown;
         fx_keep = c->nfx;
         ev_keep = c->nev;
     }
