@@ -8,8 +8,11 @@
 /* proxy/daemon.c: run the proxy until shut down; returns the exit code. */
 int tg_daemon_main(const char *config_path);
 
+#include "backfill/cli.h"
+
 /* Rows that other modules add to main.c's command table (name, fn, summary).
  * Each module appends its row here when it lands. */
-#define TG_EXTRA_COMMANDS
+#define TG_EXTRA_COMMANDS \
+    TG_BACKFILL_COMMANDS
 
 #endif
