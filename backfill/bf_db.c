@@ -107,7 +107,7 @@ static bool names_follow(const char *word, size_t n)
     static const char *const words[] = {"relation", "table", "column", "constraint", "index",
                                         "schema", "function", "role", "user", "database",
                                         "type", "sequence", "view", "trigger", "operator",
-                                        "extension", "server", "at", NULL};
+                                        "extension", "server", "at", "socket", "file", NULL};
     for (int i = 0; words[i]; i++)
         if (strlen(words[i]) == n && strncasecmp(word, words[i], n) == 0)
             return true;

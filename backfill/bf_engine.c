@@ -454,7 +454,7 @@ tg_bf_status tg_backfill_run(const tg_bf_options *o, tg_bf_control *ctl, tg_bf_e
         if (st != TG_BF_OK)
             finish(&cx, st, st == TG_BF_REFUSED ? "phase1_missing" : "table", "%s", msg);
     }
-    if (st == TG_BF_OK && bf_plan_count(cx.work, &cx.plan, &err) != TG_BF_OK)
+    if (st == TG_BF_OK && bf_plan_count(cx.work, &cx.plan, o->resume_from, &err) != TG_BF_OK)
         st = finish(&cx, TG_BF_ERROR, "count", "counting rows failed: %s", err.message);
     if (st == TG_BF_OK) {
         for (int i = 0; i < cx.plan.n_tbl; i++) {

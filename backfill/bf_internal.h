@@ -119,7 +119,7 @@ typedef struct bf_names {
     char audit_wcol[BF_IDENT_MAX];
 } bf_names;
 
-/* Missing rows of one workspace, per selected table. */
+/* Missing rows of one workspace, per selected table (its runs' targets). */
 typedef struct bf_load {
     int64_t ws;
     int64_t *missing;             /* [n_tbl] */
@@ -142,8 +142,9 @@ tg_bf_status bf_plan_tables(PGconn *c, const tg_bf_options *o, bf_plan *p, char 
  * TG_BF_REFUSED when only wcol is missing (phase 1 not applied). */
 tg_bf_status bf_check_table(PGconn *c, const char *schema, const char *name, const char *tcol,
                             const char *wcol, char *pk, size_t pklen, char *msg, size_t len);
-/* Count per table and per workspace (one scan per table). */
-tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, bf_err *err);
+/* Count per table and per workspace (one scan per table); a workspace's
+ * load counts only rows above resume_from. */
+tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, int64_t resume_from, bf_err *err);
 void bf_plan_free(bf_plan *p);
 void bf_names_init(bf_names *nm, const tg_policy *p, const char *runs_table);
 

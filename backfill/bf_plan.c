@@ -15,6 +15,8 @@
  */
 #include "config.h"
 
+#include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,8 +220,13 @@ static bool count_samples(PGconn *c, const bf_plan *p, bf_tbl *t, bf_err *err)
     return true;
 }
 
-tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, bf_err *err)
+tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, int64_t resume_from, bf_err *err)
 {
+    /* A run's targets are the missing rows after --resume-from: the rows at
+     * or below it are skipped on purpose, not left undone. */
+    char after[24];
+    snprintf(after, sizeof(after), "%" PRId64, resume_from > 0 ? resume_from : 0);
+    const char *params[] = {after};
     triple *tr = NULL;
     size_t n_tr = 0, cap = 0;
     for (int i = 0; i < p->n_tbl; i++) {
@@ -227,10 +234,11 @@ tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, bf_err *err)
         char filter[2 * BF_IDENT_MAX + 64], sql[2048];
         scope_filter(t, filter, sizeof(filter));
         snprintf(sql, sizeof(sql),
-                 "SELECT tn.%s, count(*), count(*) FILTER (WHERE %s) "
+                 "SELECT tn.%s, count(*), count(*) FILTER (WHERE %s), "
+                 "       count(*) FILTER (WHERE %s AND t.%s > $1::bigint) "
                  "FROM %s t LEFT JOIN %s tn ON tn.%s = t.%s GROUP BY 1 ORDER BY 1",
-                 p->nm.tws, filter, t->qname, p->nm.tenants, p->nm.tid, t->tcol);
-        PGresult *r = bf_exec(c, sql, 0, NULL, err);
+                 p->nm.tws, filter, filter, t->pk, t->qname, p->nm.tenants, p->nm.tid, t->tcol);
+        PGresult *r = bf_exec(c, sql, 1, params, err);
         if (!r) {
             free(tr);
             return TG_BF_ERROR;
@@ -238,13 +246,14 @@ tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, bf_err *err)
         memset(&t->st.scanned, 0, sizeof(t->st) - offsetof(tg_bf_table_stats, scanned));
         for (int row = 0; row < PQntuples(r); row++) {
             int64_t rows = bf_int64(r, row, 1), missing = bf_int64(r, row, 2);
+            int64_t todo = bf_int64(r, row, 3);
             t->st.scanned += rows;
             t->st.missing += missing;
             if (PQgetisnull(r, row, 0)) {
                 t->st.unresolvable += missing;
                 continue;
             }
-            if (missing == 0)
+            if (todo == 0)
                 continue;
             if (n_tr == cap) {
                 cap = cap ? cap * 2 : 256;
@@ -257,7 +266,7 @@ tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, bf_err *err)
                 }
                 tr = g;
             }
-            tr[n_tr++] = (triple){bf_int64(r, row, 0), i, missing};
+            tr[n_tr++] = (triple){bf_int64(r, row, 0), i, todo};
         }
         PQclear(r);
         if (t->st.unresolvable > 0 && !count_samples(c, p, t, err)) {

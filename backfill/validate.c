@@ -119,7 +119,7 @@ static json_t *lock_json(PGconn *c)
 }
 
 static const char status_sql[] =
-    "SELECT coalesce(pg_catalog.json_agg(x ORDER BY x.created_at DESC, x.workspace_id, x.id), '[]')"
+    "SELECT coalesce(pg_catalog.json_agg(x ORDER BY x.id DESC), '[]')"
     "  FROM (SELECT r.id, r.workspace_id, r.status, r.outcome,"
     "        r.context->'tables' AS tables, r.context->'table_progress' AS table_progress,"
     "        r.context->'batch_size' AS batch_size, r.context->'max_rows' AS max_rows,"
