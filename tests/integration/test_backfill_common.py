@@ -20,29 +20,31 @@ OWNED = ["policies", "policy_versions", "backup_sets", "backup_items", "restore_
 WATCHED = OWNED + ["audit_logs"]
 LOCK_NAME = b"tenantguard:backfill-workspace-ids"
 
-# W workspaces, T tenants (tenant g in workspace 1 + g % W), N rows per table
-# spread round-robin over the tenants; a third of audit_logs has no tenant.
+# W workspaces, T tenants (tenant g in workspace ws0 + g % W), N rows per table
+# spread round-robin over the tenants t0.. ; a third of audit_logs has no
+# tenant. ws0/t0 are the ids the new workspaces/tenants get (1 in a fresh
+# database), so a second call can append a block of rows of new tenants.
 SEED = """
 INSERT INTO workspaces (name) SELECT 'ws' || g FROM generate_series(1, {W}) g;
-INSERT INTO tenants (workspace_id, name) SELECT 1 + (g % {W}), 't' || g FROM generate_series(1, {T}) g;
-INSERT INTO policies (tenant_id, name) SELECT 1 + (g % {T}), 'p' || g FROM generate_series(1, {N}) g;
+INSERT INTO tenants (workspace_id, name) SELECT {ws0} + (g % {W}), 't' || g FROM generate_series(1, {T}) g;
+INSERT INTO policies (tenant_id, name) SELECT {t0} + (g % {T}), 'p' || g FROM generate_series(1, {N}) g;
 INSERT INTO policy_versions (tenant_id, policy_id, version)
-  SELECT 1 + (g % {T}), 1 + (g % {N}), g FROM generate_series(1, {N}) g;
-INSERT INTO backup_sets (tenant_id, name) SELECT 1 + (g % {T}), 'b' || g FROM generate_series(1, {N}) g;
-INSERT INTO backup_items (tenant_id, backup_set_id) SELECT 1 + (g % {T}), 1 + (g % {N}) FROM generate_series(1, {N}) g;
-INSERT INTO restore_runs (tenant_id) SELECT 1 + (g % {T}) FROM generate_series(1, {N}) g;
-INSERT INTO backup_schedules (tenant_id, name) SELECT 1 + (g % {T}), 's' || g FROM generate_series(1, {N}) g;
-INSERT INTO inventory_items (tenant_id, external_id) SELECT 1 + (g % {T}), 'e' || g FROM generate_series(1, {N}) g;
+  SELECT {t0} + (g % {T}), 1 + (g % {N}), g FROM generate_series(1, {N}) g;
+INSERT INTO backup_sets (tenant_id, name) SELECT {t0} + (g % {T}), 'b' || g FROM generate_series(1, {N}) g;
+INSERT INTO backup_items (tenant_id, backup_set_id) SELECT {t0} + (g % {T}), 1 + (g % {N}) FROM generate_series(1, {N}) g;
+INSERT INTO restore_runs (tenant_id) SELECT {t0} + (g % {T}) FROM generate_series(1, {N}) g;
+INSERT INTO backup_schedules (tenant_id, name) SELECT {t0} + (g % {T}), 's' || g FROM generate_series(1, {N}) g;
+INSERT INTO inventory_items (tenant_id, external_id) SELECT {t0} + (g % {T}), 'e' || g FROM generate_series(1, {N}) g;
 INSERT INTO inventory_links (tenant_id, source_id, target_id)
-  SELECT 1 + (g % {T}), 1 + (g % {N}), 1 + ((g + 1) % {N}) FROM generate_series(1, {N}) g;
+  SELECT {t0} + (g % {T}), 1 + (g % {N}), 1 + ((g + 1) % {N}) FROM generate_series(1, {N}) g;
 INSERT INTO entra_groups (tenant_id, external_id, display_name)
-  SELECT 1 + (g % {T}), 'g' || g, 'G' || g FROM generate_series(1, {N}) g;
-INSERT INTO findings (tenant_id, title) SELECT 1 + (g % {T}), 'f' || g FROM generate_series(1, {N}) g;
+  SELECT {t0} + (g % {T}), 'g' || g, 'G' || g FROM generate_series(1, {N}) g;
+INSERT INTO findings (tenant_id, title) SELECT {t0} + (g % {T}), 'f' || g FROM generate_series(1, {N}) g;
 INSERT INTO entra_role_definitions (tenant_id, external_id, display_name)
-  SELECT 1 + (g % {T}), 'r' || g, 'R' || g FROM generate_series(1, {N}) g;
-INSERT INTO tenant_permissions (tenant_id, permission) SELECT 1 + (g % {T}), 'perm' || g FROM generate_series(1, {N}) g;
+  SELECT {t0} + (g % {T}), 'r' || g, 'R' || g FROM generate_series(1, {N}) g;
+INSERT INTO tenant_permissions (tenant_id, permission) SELECT {t0} + (g % {T}), 'perm' || g FROM generate_series(1, {N}) g;
 INSERT INTO audit_logs (tenant_id, action)
-  SELECT CASE WHEN g % 3 = 0 THEN NULL ELSE 1 + (g % {T}) END, 'seed' FROM generate_series(1, {N}) g;
+  SELECT CASE WHEN g % 3 = 0 THEN NULL ELSE {t0} + (g % {T}) END, 'seed' FROM generate_series(1, {N}) g;
 """
 
 
@@ -153,6 +155,12 @@ class Db:
         return [dict(zip(cols, r)) for r in rows]
 
 
+def seed_rows(db, W, T, N, ws0=1, t0=1):
+    with db.conn() as c:
+        c.execute(SEED.format(W=W, T=T, N=N, ws0=ws0, t0=t0))
+        c.execute("ANALYZE")
+
+
 def fresh_db(pg, name, W=3, T=9, N=300, phase1=True, seed=True):
     """A new database: demo schema, `migrate --phase 1` (the columns backfill
     needs), then the seed rows, all unbound."""
@@ -162,9 +170,7 @@ def fresh_db(pg, name, W=3, T=9, N=300, phase1=True, seed=True):
         r = db.migrate("--phase", "1")
         assert r.returncode == 0, r.stdout + r.stderr
     if seed:
-        with db.conn() as c:
-            c.execute(SEED.format(W=W, T=T, N=N))
-            c.execute("ANALYZE")
+        seed_rows(db, W, T, N)
     return db
 
 

@@ -180,8 +180,8 @@ def test_rollout_end_to_end(pg):
     """phase 1 -> backfill (dry run first) -> validate -> phase 3 -> the constraints hold."""
     db = new_db(pg, phase1=False, seed=False)
     assert db.migrate("--phase", "1").returncode == 0
-    from test_backfill_common import SEED
-    db.q(SEED.format(W=4, T=12, N=500))
+    from test_backfill_common import seed_rows
+    seed_rows(db, 4, 12, 500)
     assert tg("validate", "--dsn", db.dsn).returncode == 2
     assert db.backfill("--dry-run").returncode == 0
     r = db.backfill()
@@ -213,8 +213,8 @@ def test_rollout_end_to_end_through_the_proxy(pg, proxy_factory):
     enforce mode while the backfill runs. Needs the proxy (issues 2-4)."""
     db = new_db(pg, phase1=False, seed=False)
     assert db.migrate("--phase", "1").returncode == 0
-    from test_backfill_common import SEED
-    db.q(SEED.format(W=3, T=9, N=2000))
+    from test_backfill_common import seed_rows
+    seed_rows(db, 3, 9, 2000)
     try:
         proxy = proxy_factory(settings={"mode": "enforce"})
     except RuntimeError as e:
