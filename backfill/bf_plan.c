@@ -275,7 +275,8 @@ tg_bf_status bf_plan_count(PGconn *c, bf_plan *p, int64_t resume_from, bf_err *e
         }
     }
     /* Per workspace: missing rows per table. */
-    qsort(tr, n_tr, sizeof(*tr), cmp_triple);
+    if (n_tr > 0)
+        qsort(tr, n_tr, sizeof(*tr), cmp_triple);
     p->load = calloc(n_tr ? n_tr : 1, sizeof(*p->load));
     for (size_t k = 0; p->load && k < n_tr; k++) {
         if (p->n_load == 0 || p->load[p->n_load - 1].ws != tr[k].ws) {
