@@ -325,7 +325,8 @@ PGresult *bf_exec_retry(PGconn *c, const bf_retry *rt, const char *sql, int npar
         int wait = 100 << (attempt < 6 ? attempt - 1 : 5);
         if (wait > 5000)
             wait = 5000;
-        wait += (int)(((unsigned)rand() % 1000u) * (unsigned)wait / 4000u);
+        unsigned seed = (unsigned)(bf_now() * 1e6) ^ (unsigned)attempt;  /* no shared rand() */
+        wait += (int)(((unsigned)rand_r(&seed) % 1000u) * (unsigned)wait / 4000u);
         if (!bf_sleep_ms(wait, rt->ctl))
             return NULL;     /* err still describes the last failure */
     }

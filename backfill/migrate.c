@@ -216,9 +216,28 @@ static bool step(mig_ctx *m, bool exists, const char *what, const char *fmt, ...
     return run_sql(m, what, sql);
 }
 
-/* CREATE [UNIQUE] INDEX CONCURRENTLY. A failed concurrent build leaves an
- * INVALID index behind, which is dropped (concurrently) before the next
- * attempt. */
+/* lock_timeout of the session; 0 = wait as long as it takes. */
+static bool set_lock_timeout(mig_ctx *m, int ms)
+{
+    char sql[64];
+    bf_err err;
+    snprintf(sql, sizeof(sql), "SET lock_timeout = %d", ms);
+    PGresult *r = bf_exec(m->c, sql, 0, NULL, &err);
+    if (!r)
+        return failf(m, "%s failed: %s", sql, err.message);
+    PQclear(r);
+    return true;
+}
+
+/*
+ * CREATE [UNIQUE] INDEX CONCURRENTLY. Such a build (and DROP INDEX
+ * CONCURRENTLY) waits for the transactions that write the table to end,
+ * but holds only SHARE UPDATE EXCLUSIVE: the application's reads and
+ * writes never wait for it. So these two run without lock_timeout -- a
+ * timeout would only abandon the build halfway. A build that failed
+ * anyway (cancelled, crashed) leaves an INVALID index behind, which is
+ * dropped, concurrently, before the next attempt.
+ */
 static bool index_step(mig_ctx *m, const char *state, const char *what, const char *schema,
                        const char *name, const char *create_sql)
 {
@@ -234,22 +253,29 @@ static bool index_step(mig_ctx *m, const char *state, const char *what, const ch
     }
     double t0 = bf_now();
     bf_err err;
-    for (int attempt = 1;; attempt++) {
+    if (!set_lock_timeout(m, 0))
+        return false;
+    bool ok = true;
+    for (int attempt = 1; ok; attempt++) {
         if (state || attempt > 1) {
             snprintf(drop, sizeof(drop), "DROP INDEX CONCURRENTLY IF EXISTS %s", qname);
             PGresult *d = bf_exec_retry(m->c, &m->rt, drop, 0, NULL, &err);
-            if (!d)
-                return failf(m, "dropping the invalid index %s failed: %s", name, err.message);
+            if (!d) {
+                ok = failf(m, "dropping the invalid index %s failed: %s", name, err.message);
+                break;
+            }
             PQclear(d);
         }
         PGresult *r = bf_exec(m->c, create_sql, 0, NULL, &err);
         if (r) {
             PQclear(r);
             report(m, what, create_sql, TG_MIG_STEP_DONE, bf_now() - t0, attempt);
-            return true;
+            break;
         }
-        if (!bf_err_transient(&err) || attempt > m->rt.retries)
-            return failf(m, "%s failed: %s [%s]", what, err.message, err.sqlstate);
+        if (!bf_err_transient(&err) || attempt > m->rt.retries) {   /* e.g. a deadlock */
+            ok = failf(m, "%s failed: %s [%s]", what, err.message, err.sqlstate);
+            break;
+        }
         if (m->rt.fn) {
             tg_bf_event ev = {.type = TG_BF_EV_RETRY, .attempt = attempt,
                               .reason = bf_reason_code(&err), .message = err.message};
@@ -257,6 +283,7 @@ static bool index_step(mig_ctx *m, const char *state, const char *what, const ch
         }
         bf_sleep_ms(200 * attempt, NULL);
     }
+    return set_lock_timeout(m, m->o->lock_timeout_ms) && ok;
 }
 
 /* ---------------------------------------------------------------- phase 1 */

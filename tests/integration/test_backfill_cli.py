@@ -126,3 +126,34 @@ def test_status_shows_runs_progress_and_limit(pg):
     assert [x["tables"] for x in doc["runs"]] == [["policies"]] * 3 + [["findings"]]
     text = tg("status", "--dsn", db.dsn).stdout
     assert "Backfill lock: free" in text and "| completed " in text and "| policies " in text
+
+
+def test_progress_bar_on_a_terminal_plain_lines_otherwise(pg):
+    """On a tty: a redrawn bar with rate and ETA; in a pipe: no control codes."""
+    import os
+    import pty
+    import subprocess
+    import tgtest
+    db = fresh_db(pg, f"bf_cli_{next(_n)}")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([tgtest.BINARY, "backfill", "--dsn", db.dsn, "--table", "findings",
+                          "--batch-size", "10", "--throttle-ms", "30"],
+                         stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:          # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(60) == 0
+    os.close(master)
+    text = out.decode()
+    assert "\r\x1b[K" in text and "[#" in text and "rows/s" in text and "ETA" in text
+    assert "findings" in text and "Done in" in text
+    piped = db.backfill("--table", "policies", "--batch-size", "10")
+    assert piped.returncode == 0 and "\x1b[" not in piped.stdout and "\r" not in piped.stdout
+    assert "progress: " in piped.stdout          # the first plain progress line

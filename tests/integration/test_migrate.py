@@ -115,6 +115,35 @@ def test_phase1_waits_with_lock_timeout_and_retries(pg):
     assert db.migrate("--phase", "1").returncode == 0
 
 
+def test_phase1_concurrent_index_build_waits_for_writers_without_blocking_them(pg):
+    """CREATE INDEX CONCURRENTLY waits for the transactions writing the table;
+    it runs without lock_timeout because that wait never blocks the
+    application, which goes on writing until it commits."""
+    from tgtest import wait_until
+    db = new_db(pg, seed=False)
+    db.q("DROP INDEX findings_workspace_id_index")
+    db.q("INSERT INTO workspaces (name) VALUES ('w'); "
+         "INSERT INTO tenants (name, workspace_id) VALUES ('t', 1)")
+    with db.conn() as app:
+        app.execute("BEGIN")
+        app.execute("INSERT INTO findings (tenant_id, title) VALUES (1, 'open')")
+        p = tg_popen("migrate", "--phase", "1", "--dsn", db.dsn, "--lock-timeout", "50",
+                     "--retries", "0")
+        wait_until(lambda: db.one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                                  "'Lock' AND query LIKE 'CREATE INDEX CONCURRENTLY%%findings%%'"),
+                   30, what="the index build waiting for the open transaction")
+        # meanwhile the application writes on, in this and in other transactions
+        app.execute("INSERT INTO findings (tenant_id, title) VALUES (1, 'more')")
+        db.q("INSERT INTO findings (tenant_id, title) VALUES (1, 'other')")
+        assert p.poll() is None
+        app.execute("COMMIT")
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, out + err
+    assert "[done   ] index public.findings (workspace_id)" in out
+    assert db.one("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                  "'findings_workspace_id_index'::regclass") is True
+
+
 def test_phase3_is_refused_while_rows_are_unbound(pg):
     db = new_db(pg)
     assert db.backfill("--table", "policies").returncode == 0
