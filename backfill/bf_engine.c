@@ -47,7 +47,7 @@ typedef struct bf_ctx {
 } bf_ctx;
 
 /* How a table pass ended. */
-typedef enum { PASS_DONE, PASS_STOP, PASS_CANCEL, PASS_FAILED, PASS_LOST } pass_end;
+typedef enum { PASS_DONE, PASS_STOP, PASS_CANCEL, PASS_FAILED, PASS_LOST, PASS_LOCK_LOST } pass_end;
 
 void tg_bf_options_init(tg_bf_options *o)
 {
@@ -252,7 +252,7 @@ static pass_end table_pass(bf_ctx *cx, int ti, bf_err *err)
         snprintf(n_s, sizeof(n_s), "%" PRId64, n);
         const char *params[] = {c_s, n_s, ws_arr, id_arr, t->st.name};
         if (!lock_alive(cx, err)) {
-            end = PASS_LOST;
+            end = PASS_LOCK_LOST;
             break;
         }
         if (cx->t_work == 0)
@@ -379,6 +379,12 @@ static tg_bf_status work(bf_ctx *cx)
         bf_failure f = {"backfill_workspace_ids.cancelled", "cancelled", msg};
         return close_failed(cx, TG_BF_REFUSED, "cancelled", &f);
     }
+    case PASS_LOCK_LOST:
+        /* Another backfill may hold the lock by now: stop without writing. */
+        return finish(cx, TG_BF_ERROR, "lock_lost", "lost the session that held the advisory "
+                      "lock (%s) while on %s, so another backfill could start: stopped. Every "
+                      "committed batch is recorded and the runs stay active: run the same "
+                      "command again to resume", err.message, tname);
     case PASS_LOST:
         return finish(cx, TG_BF_ERROR, "connection_lost", "lost the connection to PostgreSQL "
                       "(%s) while on %s; every committed batch is recorded and the runs stay "

@@ -429,3 +429,30 @@ def test_json_emits_one_object_per_line_for_every_event(db):
     p = [e for e in events if e["event"] == "progress"][-1]
     assert p["done"] == p["total"] and p["rows_per_second"] > 0
     assert r.stderr == ""
+
+
+def test_losing_the_lock_session_stops_the_work(db):
+    """If the session holding the advisory lock dies, another backfill could
+    start: this one must stop before its next batch."""
+    import signal
+    from test_backfill_common import tg_popen
+    p = tg_popen("backfill", "--dsn", db.dsn, "--batch-size", "10", "--throttle-ms", "50",
+                 "--json")
+    line = p.stdout.readline()
+    while '"progress"' not in line:
+        line = p.stdout.readline()
+    key = lock_key() & 0xFFFFFFFFFFFFFFFF
+    holder = db.one("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = %s AND objid = %s AND objsubid = 1",
+                    key >> 32, key & 0xFFFFFFFF)
+    assert holder
+    db.q("SELECT pg_terminate_backend(%s)", holder)
+    out = p.stdout.read()
+    assert p.wait(30) == 1
+    summary = json_lines(out)[-1]
+    assert summary["reason"] == "lock_lost" and "another backfill could start" in summary["message"]
+    done = db.one("SELECT count(*) FROM policies WHERE workspace_id IS NOT NULL")
+    assert all(x["status"] == "running" for x in db.runs())
+    assert sum(x["summary_counts"]["succeeded"] for x in db.runs()) == summary["rows_this_call"]
+    assert db.backfill().returncode == 0 and all_bound(db)
+    assert done < 300
