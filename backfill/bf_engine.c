@@ -283,11 +283,12 @@ static pass_end table_pass(bf_ctx *cx, int ti, bf_err *err)
         if (o->throttle_ms > 0)
             bf_sleep_ms(o->throttle_ms, cx->ctl);
     }
+    bool oom = !sql;
     free(ws_arr);
     free(id_arr);
     free(sql);
     t->st.seconds = bf_now() - t0;
-    if (!sql) {
+    if (oom) {
         snprintf(err->message, sizeof(err->message), "out of memory");
         return PASS_FAILED;
     }
