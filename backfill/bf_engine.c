@@ -194,14 +194,24 @@ static pass_end wait_if_paused(bf_ctx *cx)
 }
 
 /* The lock is held by the `lock` session: if that session is gone, so is
- * the lock, and another run may start. */
-static bool lock_alive(bf_ctx *cx, bf_err *err)
+ * the lock, and another run may start. PASS_DONE while it holds;
+ * PASS_LOCK_LOST when only that session died; PASS_LOST when the work
+ * connection is gone too (server restart, network). */
+static pass_end lock_alive(bf_ctx *cx, bf_err *err)
 {
     PGresult *r = bf_exec(cx->lock, "SELECT 1", 0, NULL, err);
-    if (!r)
-        return false;
-    PQclear(r);
-    return true;
+    if (r) {
+        PQclear(r);
+        return PASS_DONE;
+    }
+    bf_err werr;
+    r = bf_exec(cx->work, "SELECT 1", 0, NULL, &werr);
+    if (r) {
+        PQclear(r);
+        return PASS_LOCK_LOST;
+    }
+    *err = werr;
+    return PASS_LOST;
 }
 
 /* Apply one batch's result to the local copy of the runs. */
@@ -251,10 +261,8 @@ static pass_end table_pass(bf_ctx *cx, int ti, bf_err *err)
         snprintf(c_s, sizeof(c_s), "%" PRId64, cursor);
         snprintf(n_s, sizeof(n_s), "%" PRId64, n);
         const char *params[] = {c_s, n_s, ws_arr, id_arr, t->st.name};
-        if (!lock_alive(cx, err)) {
-            end = PASS_LOCK_LOST;
+        if ((end = lock_alive(cx, err)) != PASS_DONE)
             break;
-        }
         if (cx->t_work == 0)
             cx->t_work = bf_now();
         PGresult *r = bf_exec_retry(cx->work, &cx->rt, sql, 5, params, err);
