@@ -47,6 +47,12 @@
 -- constraint field. Messages name the table, the rule and the ids, never other values.
 
 CREATE SCHEMA IF NOT EXISTS {{HELPER_SCHEMA}};
+-- Every role that writes through tenantguard calls these functions inside its own
+-- statements: it needs USAGE on the schema (functions are EXECUTE to PUBLIC by
+-- default). Nobody but the owner may CREATE here -- a look-alike function in this
+-- schema would replace the checks.
+GRANT USAGE ON SCHEMA {{HELPER_SCHEMA}} TO PUBLIC;
+REVOKE CREATE ON SCHEMA {{HELPER_SCHEMA}} FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION {{HELPER_SCHEMA}}.helpers_version() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
