@@ -464,6 +464,19 @@ def test_set_pipelined_extended(eproxy, sdata):
     assert (3, None, "pipelined-ext") not in watched(sdata)
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: the session effects of an extended-protocol statement are looked up "
+                   "when its Execute arrives, but recorded only at ParseComplete: Parse+Bind+Execute sent together "
+                   "(PQexecParams -- how JDBC, Npgsql and libpq drivers send SET) are never applied")
+@pytest.mark.parametrize("sql,params", [("SET search_path = public", []),
+                                        ("SELECT set_config('search_path', 'public', false), $1::int", [1])])
+def test_set_through_the_extended_protocol(conn, sdata, sql, params):
+    _other_then(conn)
+    ok(tgtest.extended(conn, sql, params))
+    assert ok(simple(conn, "SHOW search_path")).rows == [["public"]]
+    simple(conn, BARE.format("ext-set"))
+    assert (3, None, "ext-set") not in watched(sdata)
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: a statement prepared while the path hid the watched table is "
                    "re-analysed by PostgreSQL under the new search_path at EXECUTE/Bind, but the proxy does not "
                    "decide it again: the write lands unbound in public.policies")
