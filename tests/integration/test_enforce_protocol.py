@@ -132,3 +132,43 @@ def test_parse_level_rejection_answers_the_parse(wires, data):
     via.send(via.describe_msg("S", "bad") + via.SYNC)
     assert tgtest.errors_of(via.read_until("Z"))[0]["C"] == "26000"
     assert data.rows("SELECT count(*) FROM policies") == [(0,)]
+
+
+def test_pipelined_queries_get_their_own_answers(wires, data):
+    """Four simple Queries sent back to back: each rejection replaces the right error."""
+    via, _ = wires
+    qs = ["INSERT INTO policies (name) VALUES ('no tenant')",
+          "INSERT INTO policies (tenant_id, name) VALUES (3, 'ok')",
+          "INSERT INTO policies (tenant_id, workspace_id, name) VALUES (4, 2, 'bad')",
+          "COPY policies FROM STDIN",
+          "SELECT 'tenantguard:refused' AS looks_like_a_marker"]
+    via.send(b"".join(via.query_msg(q) for q in qs))
+    answers = [via.read_until("Z") for _ in qs]
+    errs = [[(e["C"], e["M"]) for e in tgtest.errors_of(a)] for a in answers]
+    assert errs == [
+        [("42501", "tenantguard: INSERT into policies does not set tenant_id: no tenant to derive the workspace "
+                   "from (R3)")],
+        [],
+        [("42501", "tenantguard: workspace_id 2 does not match tenant 4 (workspace 1) on policies (R2)")],
+        [("0A000", "tenantguard: COPY ... FROM into policies is refused in enforce mode; use INSERT (or the "
+                   "backfill path for bulk loads)")],
+        [],
+    ]
+    assert tgtest.rows_of(answers[4]) == [["tenantguard:refused"]]
+    # a client's own statement naming the marker gets the server's error, untouched
+    e = tgtest.errors_of(via.query('SELECT "tenantguard:refused"'))[0]
+    assert (e["C"], e["M"]) == ("42703", 'column "tenantguard:refused" does not exist')
+    assert data.rows("SELECT tenant_id, workspace_id, name FROM policies") == [(3, 2, "ok")]
+
+
+def test_pipelined_parse_rejections_in_one_sync_group(wires, data):
+    via, _ = wires
+    via.send(via.parse_msg("INSERT INTO policies (tenant_id, name) VALUES ($1, $2)", "good") +
+             via.parse_msg("INSERT INTO policies (name) VALUES ($1)", "bad") +
+             via.bind_msg(["3", "never"], stmt="good") + via.execute_msg() + via.SYNC +
+             via.bind_msg(["4", "after sync"], stmt="good") + via.execute_msg() + via.SYNC)
+    first, second = via.read_until("Z"), via.read_until("Z")
+    assert [m for m, _ in first] == ["1", "E", "Z"]
+    assert tgtest.errors_of(first)[0]["C"] == "42501"
+    assert [m for m, _ in second] == ["2", "C", "Z"]
+    assert data.rows("SELECT tenant_id, workspace_id, name FROM policies") == [(4, 1, "after sync")]
