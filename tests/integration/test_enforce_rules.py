@@ -64,6 +64,13 @@ def test_r1_single_and_multi_row_values(conn, data):
     assert policies(data) == [(1, 3, 2, "one"), (2, 4, 1, "two"), (3, 3, 2, "three"), (4, 6, 3, "four")]
 
 
+def test_r1_large_multi_row_values(conn, data):
+    rows = ", ".join(f"({[3, 4, 6][i % 3]}, 'bulk-{i}')" for i in range(3000))
+    assert ok(simple(conn, f"INSERT INTO policies (tenant_id, name) VALUES {rows}")).tag == "INSERT 0 3000"
+    got = data.rows("SELECT tenant_id, workspace_id, count(*) FROM policies GROUP BY 1, 2 ORDER BY 1")
+    assert got == [(3, 2, 1000), (4, 1, 1000), (6, 3, 1000)]
+
+
 def test_r1_returning_shows_the_derived_workspace(conn, data):
     out = ok(simple(conn, "INSERT INTO policies (tenant_id, name) VALUES (4, 'r'), (3, 's') "
                           "RETURNING id, tenant_id, workspace_id, name"))

@@ -397,6 +397,25 @@ def test_function_changes_the_path(conn, sdata):
     assert (3, None, "via-function") not in watched(sdata)
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: a FunctionCall message (fast-path) is relayed unexamined: "
+                   "set_config('search_path', ...) called through it changes the path behind the proxy's back")
+def test_fastpath_function_call_changes_the_path(eproxy, sdata):
+    import struct
+    with eproxy.wire() as w:
+        w.login(database=sdata.name)
+        assert not tgtest.errors_of(w.query("SET search_path = other"))
+        oid = int(w.scalar("SELECT 'pg_catalog.set_config(text,text,boolean)'::regprocedure::oid"))
+        args = [b"search_path", b"public", b"f"]
+        body = struct.pack("!IHH", oid, 0, len(args))
+        for a in args:
+            body += struct.pack("!i", len(a)) + a
+        w.send(w.msg("F", body + struct.pack("!H", 0)))
+        assert [m for m, _ in w.read_until("Z")] == ["V", "Z"]
+        assert w.scalar("SHOW search_path") == "public"
+        w.query(BARE.format("fastpath"))
+    assert (3, None, "fastpath") not in watched(sdata)
+
+
 @pytest.mark.xfail(strict=True, reason="BUG: standard_conforming_strings changed by a pipelined SET is applied "
                    "(ParameterStatus) after the next Query was already lexed with the old value: a text that is one "
                    "string literal to the proxy runs an INSERT on the server")
