@@ -583,3 +583,11 @@ def test_type_errors_same_as_direct(conn, data, sql):
         want = simple(d, sql)
     got = simple(conn, sql)
     assert (got.sqlstate, got.message) == (want.sqlstate, want.message) == ("42804", got.message)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (message): a positional INSERT ... SELECT * is refused with 'has -1 values "
+                   "for 8 columns'")
+def test_positional_insert_select_star_message(conn, data):
+    out = simple(conn, "INSERT INTO policies SELECT * FROM policies")
+    assert out.sqlstate == "0A000" and "name the columns" in out.message, out
+    assert "-1" not in out.message
