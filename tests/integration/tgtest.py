@@ -799,3 +799,134 @@ def connect_error(dsn, **kw):
         raise AssertionError(f"connected to {dsn!r}, expected a failure")
     gc.collect()
     return msg
+
+
+# ---------------------------------------------------------------- enforcement (issue 4)
+#
+# A database after phase 1 (every tenant-owned table has a nullable
+# workspace_id, tenants has a unique (id, workspace_id)), with tenantguard's SQL
+# helpers rendered by rwtool --render-helpers, and a tenantguard in enforce
+# mode in front of it. Rows are always read back DIRECTLY on PostgreSQL.
+
+OWNED_TABLES = ["policies", "policy_versions", "backup_sets", "backup_items", "restore_runs",
+                "backup_schedules", "inventory_items", "inventory_links", "entra_groups", "findings",
+                "entra_role_definitions", "tenant_permissions"]
+
+
+def rwtool_path():
+    return tool_path("rwtool")
+
+
+def rwtool(sql, *args):
+    """rewrite/'s decision for one text, as rwtool prints it (a dict)."""
+    import json
+    r = subprocess.run([rwtool_path(), *args], input=sql.encode(), capture_output=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"rwtool failed: {r.stderr.decode()}")
+    return json.loads(r.stdout)
+
+
+def render_helpers(*args):
+    r = subprocess.run([rwtool_path(), "--render-helpers", *args], capture_output=True, check=True)
+    return r.stdout.decode()
+
+
+class EnforceDb:
+    """One phase-1 database of the test cluster, with or without the helpers."""
+
+    def __init__(self, pg, name, helpers=True):
+        self.pg = pg
+        self.name = name
+        schema = os.path.join(REPO, "sql", "demo_schema.sql")
+        pg.create_database(name, schema)
+        ddl = [f"ALTER TABLE {t} ADD COLUMN workspace_id bigint NULL REFERENCES workspaces (id)"
+               for t in OWNED_TABLES]
+        ddl.append("CREATE UNIQUE INDEX tenants_id_workspace ON tenants (id, workspace_id)")
+        pg.psql("; ".join(ddl), db=name, user="app")
+        if helpers:
+            self.install_helpers()
+
+    def install_helpers(self):
+        path = os.path.join(self.pg.base, f"tg_helpers_{self.name}.sql")
+        with open(path, "w") as f:
+            f.write(render_helpers())
+        os.chmod(path, 0o644)
+        self.pg.psql_file(path, db=self.name, user="app")
+
+    def direct(self, user="app", **kw):
+        """psycopg 3, autocommit, straight to PostgreSQL (unix socket)."""
+        return self.pg.direct(db=self.name, user=user, **kw)
+
+    def rows(self, sql, params=None):
+        """What is stored, read on a connection of its own."""
+        with self.direct() as c:
+            return c.execute(sql, params).fetchall()
+
+    def execute(self, sql):
+        with self.direct() as c:
+            c.execute(sql)
+
+    def reset(self):
+        """Workspaces 1, 2, 3; tenant 3 in workspace 2, 4 in 1, 5 in none, 6 in 3; no rows elsewhere."""
+        with self.direct() as c:
+            c.execute("TRUNCATE workspaces, tenants, audit_logs, operation_runs, "
+                      + ", ".join(OWNED_TABLES) + " RESTART IDENTITY CASCADE")
+            c.execute("INSERT INTO workspaces (id, name) VALUES (1, 'w1'), (2, 'w2'), (3, 'w3')")
+            c.execute("INSERT INTO tenants (id, workspace_id, name) VALUES "
+                      "(3, 2, 't3'), (4, 1, 't4'), (5, NULL, 't5'), (6, 3, 't6')")
+
+
+def enforce_proxy(pg, workdir, mode="enforce", settings=None, extra_sections=""):
+    """A started tenantguard with the default policy in `mode`."""
+    s = {"mode": mode}
+    s.update(settings or {})
+    return Proxy(pg, workdir, s, extra_sections).start()
+
+
+class Outcome:
+    """What a statement did through psycopg 3's pgconn (no driver magic)."""
+
+    def __init__(self, res):
+        from psycopg import pq
+        self.status = res.status
+        self.ok = res.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK,
+                                 pq.ExecStatus.EMPTY_QUERY)
+        f = pq.DiagnosticField
+        self.sqlstate = (res.error_field(f.SQLSTATE) or b"").decode() or None
+        self.message = (res.error_field(f.MESSAGE_PRIMARY) or b"").decode()
+        self.constraint = (res.error_field(f.CONSTRAINT_NAME) or b"").decode() or None
+        self.severity = (res.error_field(f.SEVERITY_NONLOCALIZED) or b"").decode() or None
+        self.rows = [[None if res.get_value(r, c) is None else res.get_value(r, c).decode()
+                      for c in range(res.nfields)] for r in range(res.ntuples)]
+        self.tag = (res.command_status or b"").decode()
+
+    def __repr__(self):
+        return f"Outcome(ok={self.ok}, sqlstate={self.sqlstate}, message={self.message!r}, rows={self.rows})"
+
+
+def simple_all(conn, sql):
+    """A simple Query through conn's pgconn: every result (one per statement run)."""
+    pgc = conn.pgconn
+    pgc.send_query(sql.encode())
+    while pgc.flush() != 0:     # psycopg's connections are non-blocking
+        time.sleep(0.001)
+    out = []
+    while True:
+        res = pgc.get_result()
+        if res is None:
+            return out
+        out.append(Outcome(res))
+
+
+def simple(conn, sql):
+    """A simple Query; the last result (the error, when there is one)."""
+    res = simple_all(conn, sql)
+    errs = [r for r in res if r.sqlstate]
+    return errs[0] if errs else res[-1]
+
+
+def extended(conn, sql, params=(), types=None, formats=None, result_format=0):
+    """PQexecParams through conn's pgconn (unnamed statement, extended protocol)."""
+    p = [None if v is None else (v if isinstance(v, bytes) else str(v).encode()) for v in params]
+    return Outcome(conn.pgconn.exec_params(sql.encode(), p, param_types=types, param_formats=formats,
+                                           result_format=result_format))
