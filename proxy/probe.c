@@ -32,12 +32,11 @@
 #define PROBE_MAX_MESSAGE (4 * 1024 * 1024)
 #define SEP "\x1f"   /* between column names: a byte no sane identifier has */
 
+/* Always: a reload or SET mode may turn enforcement on for sessions that
+ * logged in while every table was off, and they need what the probe knows. */
 bool probe_needed(const tg_config *cfg)
 {
-    for (int i = 0; i < cfg->policy.n_tables; i++)
-        if (cfg->policy.tables[i].mode != TG_MODE_OFF)
-            return true;
-    return false;
+    return cfg->policy.n_tables > 0;
 }
 
 static void append_literal(struct evbuffer *b, const char *s)
@@ -109,13 +108,8 @@ static char *field_dup(pgf_reader *r)
 static void take_catalog_row(tg_session *s, pgf_reader *r)
 {
     char *schema = field_dup(r), *table = field_dup(r), *cols = field_dup(r);
-    const tg_policy *p = &s->cfg->policy;
-    for (int i = 0; schema && table && cols && i < p->n_tables; i++) {
-        if (strcmp(p->tables[i].schema, schema) || strcmp(p->tables[i].name, table))
-            continue;
-        probe_catalog_set(&s->probe, i, cols);
-        break;
-    }
+    if (schema && table && cols)
+        probe_catalog_set(&s->probe, schema, table, cols);
     free(schema);
     free(table);
     free(cols);
@@ -147,7 +141,7 @@ static void probe_done(tg_session *s)
         sessenv_set_login_path(&s->env, NULL);   /* unknown */
     tg_clog(TG_LOG_DEBUG, &s->log, "login probe: search_path %s, helpers %s, %d table layouts",
             s->env.effective.known ? "known" : "unknown", s->probe.helpers_ok ? "ok" : "missing",
-            s->probe.catalog.n_tables);
+            s->probe.n);
     /* The client's first ReadyForQuery, held back until now. */
     pgf_ready(bufferevent_get_output(s->cl.bev), 'I');
     sess_set_state(s, SS_ACTIVE);
@@ -240,56 +234,78 @@ void probe_begin(tg_session *s)
 
 /* ---------------------------------------------------------------- catalog */
 
-void probe_catalog_set(sess_probe *p, int table, const char *cols)
+void probe_catalog_set(sess_probe *p, const char *schema, const char *table, const char *cols)
 {
-    if (p->catalog.n_tables == p->cap) {
+    if (p->n == p->cap) {
         int cap = p->cap ? p->cap * 2 : 16;
         probe_table *t = realloc(p->tables, (size_t)cap * sizeof(*t));
         if (!t)
             return;
         p->tables = t;
-        rw_catalog_table *e = realloc(p->entries, (size_t)cap * sizeof(*e));
-        if (!e)
-            return;
-        p->entries = e;
         p->cap = cap;
     }
-    probe_table *t = &p->tables[p->catalog.n_tables];
+    probe_table *t = &p->tables[p->n];
+    memset(t, 0, sizeof(*t));
+    t->schema = strdup(schema);
+    t->table = strdup(table);
     t->names = strdup(cols);
     int n = 1;
     for (const char *c = cols; (c = strstr(c, SEP)); c++)
         n++;
     t->columns = calloc((size_t)n, sizeof(char *));
-    if (!t->names || !t->columns) {
+    if (!t->schema || !t->table || !t->names || !t->columns) {
+        free(t->schema);
+        free(t->table);
         free(t->names);
         free(t->columns);
         return;
     }
-    t->n = 0;
     for (char *c = t->names; c && t->n < n;) {
         t->columns[t->n++] = c;
         c = strstr(c, SEP);
         if (c)
             *c++ = '\0';
     }
-    p->entries[p->catalog.n_tables] =
-        (rw_catalog_table){.table = table, .columns = (const char *const *)t->columns, .n_columns = t->n};
-    p->catalog.n_tables++;
+    p->n++;
+    /* FNV-1a over what we saw; with the generation, part of the cache key */
+    uint64_t h = p->base_version ? p->base_version : 1469598103934665603ULL;
+    for (const char *parts[] = {schema, ".", table, ":", cols, NULL}, **q = parts; *q; q++)
+        for (const char *c = *q; *c; c++) {
+            h ^= (unsigned char)*c;
+            h *= 1099511628211ULL;
+        }
+    p->base_version = h;
+    p->mapped_generation = 0;   /* remap on next use */
+}
+
+const rw_catalog *probe_catalog(sess_probe *p, const tg_policy *policy, uint64_t gen)
+{
+    if (p->mapped_generation == gen && gen)
+        return &p->catalog;
+    free(p->entries);
+    p->entries = calloc((size_t)(p->n ? p->n : 1), sizeof(*p->entries));
+    p->catalog.n_tables = 0;
     p->catalog.tables = p->entries;
-    /* version: FNV-1a over what we saw; part of the decision cache key */
-    uint64_t h = p->catalog.version ? p->catalog.version : 1469598103934665603ULL;
-    h ^= (uint64_t)table;
-    h *= 1099511628211ULL;
-    for (const char *c = cols; *c; c++) {
-        h ^= (unsigned char)*c;
-        h *= 1099511628211ULL;
+    if (!p->entries)
+        return NULL;
+    for (int i = 0; i < p->n; i++) {
+        const tg_table *t = tg_policy_find(policy, p->tables[i].schema, p->tables[i].table);
+        if (!t)
+            continue;
+        p->entries[p->catalog.n_tables++] = (rw_catalog_table){
+            .table = (int)(t - policy->tables), .columns = (const char *const *)p->tables[i].columns,
+            .n_columns = p->tables[i].n};
     }
-    p->catalog.version = h;
+    p->catalog.version = p->base_version ^ (gen * 0x9e3779b97f4a7c15ULL);
+    p->mapped_generation = gen;
+    return &p->catalog;
 }
 
 void probe_free(sess_probe *p)
 {
-    for (int i = 0; i < p->catalog.n_tables; i++) {
+    for (int i = 0; i < p->n; i++) {
+        free(p->tables[i].schema);
+        free(p->tables[i].table);
         free(p->tables[i].names);
         free(p->tables[i].columns);
     }

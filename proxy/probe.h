@@ -12,6 +12,7 @@
 /* A session holds only what its probe found, allocated to size: the
  * session object itself stays small (a few hundred bytes for this part). */
 typedef struct probe_table {
+    char *schema, *table;              /* which table: matched by name to the policy in force */
     char *names;                       /* the columns, NUL-separated in one allocation */
     char **columns;                    /* pointers into names */
     int n;
@@ -23,16 +24,21 @@ typedef struct sess_probe {
     bool failed;
     bool helpers_ok;                   /* helpers_version() matches this policy */
     rw_catalog catalog;                /* column order of the watched tables */
-    rw_catalog_table *entries;         /* catalog.tables points here */
+    rw_catalog_table *entries;         /* catalog.tables points here, indexed for ... */
+    uint64_t mapped_generation;        /* ... this policy generation */
+    uint64_t base_version;             /* hash of the columns seen */
     probe_table *tables;
-    int cap;
+    int n, cap;
 } sess_probe;
 
 struct tg_session;
 
 bool probe_needed(const tg_config *cfg);
 void probe_begin(struct tg_session *s);
-void probe_catalog_set(sess_probe *p, int table, const char *cols);
+void probe_catalog_set(sess_probe *p, const char *schema, const char *table, const char *cols);
+/* The catalog with table indexes of `policy` (the one in force, generation
+ * gen): tables the probe did not see are left out. */
+const rw_catalog *probe_catalog(sess_probe *p, const tg_policy *policy, uint64_t gen);
 void probe_free(sess_probe *p);
 
 #endif

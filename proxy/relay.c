@@ -111,7 +111,7 @@ void relay_resume_reading(tg_session *s)
     if (s->state != SS_ACTIVE)
         return;
     if (s->cl.throttled && !over_high_water(s, s->sv.bev) && !track_full(s->track) &&
-        !(s->rt->paused && track_pending(s->track) == 0)) {
+        s->env.pending_lexing == 0 && !(s->rt->paused && track_pending(s->track) == 0)) {
         s->cl.throttled = false;
         fastio_read(&s->cl_io, true);
         client_read_cb(s->cl.bev, s);   /* work on what is already buffered */
@@ -211,6 +211,10 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
         pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
         break;
     }
+    case PG_FE_FUNCTION_CALL:
+        /* A fast-path function call is opaque: it may set search_path. */
+        sessenv_apply(&s->env, &(rw_effect){.kind = RW_FX_PATH_UNKNOWN});
+        /* fall through */
     default:
         if (track_push(s->track, h->type, false, NULL) != 0) {
             sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
@@ -260,8 +264,14 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
             if (s->cl.stream_left)
                 break;
         }
-        if (over_high_water(s, s->sv.bev) || track_full(s->track) ||
+        if (over_high_water(s, s->sv.bev) || track_full(s->track) || s->env.pending_lexing > 0 ||
             (s->rt->paused && track_pending(s->track) == 0)) {
+            /* A setting that changes how text is read (standard_conforming_
+             * strings, client_encoding) is in flight: the server reads the
+             * next message with the new value, so wait for its answer -- and
+             * ask the server for it now, in case no Sync follows yet. */
+            if (s->env.pending_lexing > 0 && !s->cl.throttled)
+                evbuffer_add(out, "H\0\0\0\4", 5);
             /* PAUSE holds a session at its next request, once nothing runs. */
             s->cl.throttled = true;
             fastio_read(&s->cl_io, false);
@@ -293,7 +303,7 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
         size_t before = evbuffer_get_length(in);
         if (!handle_client_message(s, &h, in, out))
             return;
-        if (evbuffer_get_length(in) == before)
+        if (evbuffer_get_length(in) == before && !s->cl.stream_left)
             break;   /* waiting for the rest of a whole-read message */
     }
 }
@@ -320,7 +330,6 @@ static bool server_inspects(const pgf_header *h)
     case PG_BE_READY:
     case PG_BE_COMMAND_COMPLETE:
     case PG_BE_PARAM_STATUS:
-    case PG_BE_PARSE_COMPLETE:
     case PG_BE_CLOSE_COMPLETE:
         return true;
     default:

@@ -41,7 +41,7 @@ static void count_server_violation(tg_session *s, const pgf_error_fields *f, tra
     else if (strcmp(rule, "layout") == 0)
         rule_id = RW_RULE_FORM;
     int table = -1;
-    const tg_policy *p = &s->cfg->policy;
+    const tg_policy *p = &s->rt->cfg->policy;   /* the policy in force, as the decision's */
     for (int i = 0; f->table && i < p->n_tables; i++) {
         char label[140];
         snprintf(label, sizeof(label), "%s.%s", p->tables[i].schema, p->tables[i].name);
@@ -117,19 +117,6 @@ static void on_command_complete(tg_session *s, const uint8_t *payload, size_t le
     sessenv_command_tag(&s->env, s->last_tag);
 }
 
-static void on_parse_complete(tg_session *s)
-{
-    track_slot *slot = track_head(s->track);
-    if (!slot || slot->kind != PG_FE_PARSE || !slot->ctx || !slot->ctx->name)
-        return;
-    track_ctx *c = slot->ctx;
-    sessenv_prepared_add(&s->env, false, c->name, c->text, c->rewritten, c->generation, c->env_hash, c->effects,
-                         c->n_effects);
-    c->text = NULL;      /* ownership moved */
-    c->effects = NULL;
-    c->n_effects = 0;
-}
-
 static void on_close_complete(tg_session *s)
 {
     track_slot *slot = track_head(s->track);
@@ -174,9 +161,6 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
     case PG_BE_COMMAND_COMPLETE:
         on_command_complete(s, payload, plen);
         break;
-    case PG_BE_PARSE_COMPLETE:
-        on_parse_complete(s);
-        break;
     case PG_BE_CLOSE_COMPLETE:
         on_close_complete(s);
         break;
@@ -192,6 +176,8 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
             s->sv.said_fatal = true;
         track_slot *slot = track_head(s->track);
         track_ctx *c = slot ? slot->ctx : NULL;
+        if (slot && slot->kind == PG_FE_PARSE && c && c->name)
+            sessenv_prepared_remove(&s->env, false, c->name);   /* it was never created */
         replaced = substitute_error(s, &f, c, out);
         if (!replaced)
             count_server_violation(s, &f, c);

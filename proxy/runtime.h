@@ -90,6 +90,8 @@ typedef struct tg_runtime {
     uint64_t rw_generation;
     rw_cache *cache;                /* decisions by statement text */
     tg_stats *stats;                /* counters per table/rule, violation ring */
+    uint64_t observed_seen[4096];   /* fingerprints whose would-be rewrite was logged */
+    int observed_count;
 } tg_runtime;
 
 /* Rebuild the compiled policy from rt->cfg (start-up, reload, mode change). */

@@ -56,6 +56,8 @@ typedef struct sessenv {
     bool txn_changed;             /* the path changed inside this transaction */
     int pending_changes;          /* requests in flight that may change name resolution:
                                    * until they complete, the path counts as unknown */
+    int pending_lexing;           /* ... that may change how the next text is read: the
+                                   * proxy reads no further client message until they complete */
     char *user;                   /* what "$user" stands for; NULL = unknown */
     bool std_strings;
     bool client_only_encoding;    /* SJIS, BIG5, GBK, UHC, GB18030 */

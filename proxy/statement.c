@@ -68,6 +68,8 @@ void stmtctx_release(track_ctx *c)
         return;
     if (c->pending_env)
         sessenv_pending(c->pending_env, -1);
+    if (c->lexing_env)
+        c->lexing_env->pending_lexing--;
     if (c->has_decision)
         rw_decision_release(&c->d);
     stmtctx_free_effects(c->effects, c->n_effects);
@@ -83,10 +85,14 @@ void stmtctx_release(track_ctx *c)
  * answered it, later statements are decided with the path unknown. */
 static void mark_pending(tg_session *s, track_ctx *c, const rw_effect *fx, int n)
 {
-    for (int i = 0; c && !c->pending_env && i < n; i++) {
-        if (rw_effect_changes_resolution(&fx[i])) {
+    for (int i = 0; c && i < n; i++) {
+        if (!c->pending_env && rw_effect_changes_resolution(&fx[i])) {
             c->pending_env = &s->env;
             sessenv_pending(&s->env, +1);
+        }
+        if (!c->lexing_env && fx[i].kind == RW_FX_LEXING) {
+            c->lexing_env = &s->env;
+            s->env.pending_lexing++;
         }
     }
 }
@@ -134,7 +140,7 @@ static void record_violation(tg_session *s, int table, int rule, const char *sql
     v.session_id = s->id;
     snprintf(v.client, sizeof(v.client), "%s@%s %s", s->cl.user ? s->cl.user : "?",
              s->cl.database ? s->cl.database : "?", s->cl.peer);
-    const tg_policy *p = &s->cfg->policy;
+    const tg_policy *p = &s->rt->cfg->policy;   /* the policy the decision was made with */
     if (table >= 0 && table < p->n_tables)
         snprintf(v.table, sizeof(v.table), "%s.%s", p->tables[table].schema, p->tables[table].name);
     snprintf(v.rule, sizeof(v.rule), "%s", rw_rule_name((rw_rule)rule));
@@ -146,6 +152,41 @@ static void record_violation(tg_session *s, int table, int rule, const char *sql
     tg_clog(TG_LOG_INFO, &s->log, "%s: %s %s on %s (statement %s)",
             observed ? "would refuse (observe)" : "refused", v.sqlstate, v.rule,
             v.table[0] ? v.table : "-", v.fingerprint[0] ? v.fingerprint : "unparsed");
+}
+
+/* Observe mode: log what enforce would have rewritten, once per statement
+ * fingerprint (a text with literals is new every time, its fingerprint is
+ * not). A bounded set; when it fills up it starts over. */
+static void log_would_rewrite(tg_session *s, const rw_decision *d, const char *text)
+{
+    const rw_event *ev = NULL;
+    for (int i = 0; i < d->n_events && !ev; i++)
+        if (d->events[i].kind == RW_EV_REWRITTEN)
+            ev = &d->events[i];
+    if (!ev || !tg_log_enabled(TG_LOG_INFO))
+        return;
+    char fp[17];
+    rw_fingerprint(text, fp);
+    uint64_t key = strtoull(fp, NULL, 16) | 1;
+    tg_runtime *rt = s->rt;
+    size_t n = sizeof(rt->observed_seen) / sizeof(rt->observed_seen[0]);
+    if (rt->observed_count > (int)(n * 3 / 4)) {
+        memset(rt->observed_seen, 0, sizeof(rt->observed_seen));
+        rt->observed_count = 0;
+    }
+    for (size_t i = key % n;; i = (i + 1) % n) {
+        if (rt->observed_seen[i] == key)
+            return;
+        if (!rt->observed_seen[i]) {
+            rt->observed_seen[i] = key;
+            rt->observed_count++;
+            break;
+        }
+    }
+    const tg_policy *p = &rt->cfg->policy;
+    tg_clog(TG_LOG_INFO, &s->log, "observe: enforce would rewrite this statement: %s on %s.%s (statement %s)",
+            rw_rule_name((rw_rule)ev->rule), ev->table >= 0 && ev->table < p->n_tables ? p->tables[ev->table].schema : "?",
+            ev->table >= 0 && ev->table < p->n_tables ? p->tables[ev->table].name : "?", fp);
 }
 
 /* Turn a statement into a proxy-side refusal: the marker statement goes to
@@ -169,7 +210,7 @@ static bool needs_helpers(const rw_decision *d)
 
 static const rw_catalog *session_catalog(tg_session *s)
 {
-    return s->probe.got_settings ? &s->probe.catalog : NULL;
+    return s->probe.got_settings ? probe_catalog(&s->probe, &s->rt->cfg->policy, s->rt->rw_generation) : NULL;
 }
 
 static bool has_effect(const rw_decision *d, rw_effect_kind k)
@@ -262,6 +303,8 @@ static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const cha
         *out_len = d->len;
         return d->text;
     }
+    if ((d->flags & RW_F_OBSERVED) && !(d->flags & RW_F_CACHED))
+        log_would_rewrite(s, d, text);
     if (d->flags & RW_F_OBSERVED) {
         for (int i = 0; i < d->n_events; i++)
             if (d->events[i].kind == RW_EV_REFUSED || d->events[i].kind == RW_EV_REJECTED)
@@ -360,10 +403,15 @@ static int relay_parse(tg_session *s, const pgf_header *h, struct evbuffer *in, 
         send = decide(s, c, RW_PROTO_EXTENDED, text, strlen(text), &tlen);
         if (!c->text && !c->reject)
             c->text = strdup(text);   /* unnamed statements too: Bind may come after a reload */
-        /* Execute needs the statement's effects later (SET via psycopg 3). */
-        if (c->d.n_effects && !c->reject) {
-            c->effects = stmtctx_copy_effects(c->d.effects, c->d.n_effects);
-            c->n_effects = c->effects ? c->d.n_effects : 0;
+        /* The statement exists for what follows it in client order: a Bind
+         * and Execute pipelined behind this Parse must see it (its effects:
+         * SET through the extended protocol) before ParseComplete returns.
+         * If the Parse fails, responses.c forgets it again. */
+        if (!c->reject) {
+            rw_effect *fx = stmtctx_copy_effects(c->d.effects, c->d.n_effects);
+            sessenv_prepared_add(&s->env, false, name, c->text, c->rewritten, c->generation, c->env_hash, fx,
+                                 fx ? c->d.n_effects : 0);
+            c->text = NULL;   /* the entry owns it; Execute copies it for fingerprints */
         }
     }
     s->cl.bytes_in += wire;

@@ -35,6 +35,7 @@ struct track_ctx {
     uint8_t reject_rule;
 
     struct sessenv *pending_env; /* counted in its pending_changes until released */
+    struct sessenv *lexing_env;  /* counted in its pending_lexing until released */
     char *text;                 /* the client's text: a violation's fingerprint; a Parse's
                                  * statement is decided again after a policy change */
 };

@@ -174,6 +174,10 @@ typedef enum {
                                 * ROLLBACK TO it, kept by RELEASE */
     RW_FX_RELEASE,             /* RELEASE [SAVEPOINT]; arg: name */
     RW_FX_ROLLBACK_TO,         /* ROLLBACK TO [SAVEPOINT]; arg: name */
+    RW_FX_LEXING,              /* standard_conforming_strings or client_encoding may change
+                                * (SET, SET NAMES, RESET ALL, set_config): the server reads the
+                                * NEXT message with the new setting, so the proxy holds later
+                                * messages until this one has completed */
 } rw_effect_kind;
 
 typedef struct rw_effect {

@@ -165,9 +165,12 @@ static const char *call_derive(rw_site *s, const char *tbl, const char *tenant)
 {
     rw_buf b;
     rw_buf_init(&b, &s->c->a);
-    rw_buf_printf(&b, "%s.%s(%s, %s, %s, %s)", s->c->pol->helper_q,
-                  s->t->kind == TG_TABLE_AUDIT ? "audit_derive" : "ws_derive", tbl, s->t->tsample, tenant,
-                  s->t->wsample);
+    /* The tenant is looked up as the column will store it: as_type applies
+     * the same assignment cast (a float 2^53 or 3.4 must not find another
+     * tenant than the row ends up with). */
+    rw_buf_printf(&b, "%s.%s(%s, %s, %s.as_type(%s, %s, %s), %s)", s->c->pol->helper_q,
+                  s->t->kind == TG_TABLE_AUDIT ? "audit_derive" : "ws_derive", tbl, s->t->tsample,
+                  s->c->pol->helper_q, s->t->tsample, s->t->tsample, tenant, s->t->wsample);
     return b.p;
 }
 
@@ -176,8 +179,9 @@ static const char *verify_open(rw_site *s, const char *fn, const char *tbl, cons
 {
     rw_buf b;
     rw_buf_init(&b, &s->c->a);
-    rw_buf_printf(&b, "%s.%s(%s, %s, %s, %s, %s.as_type(%s, %s, ", s->c->pol->helper_q, fn, tbl,
-                  s->t->tsample, tenant, s->t->wsample, s->c->pol->helper_q, s->t->wsample, s->t->wsample);
+    rw_buf_printf(&b, "%s.%s(%s, %s, %s.as_type(%s, %s, %s), %s, %s.as_type(%s, %s, ", s->c->pol->helper_q, fn,
+                  tbl, s->t->tsample, s->c->pol->helper_q, s->t->tsample, s->t->tsample, tenant, s->t->wsample,
+                  s->c->pol->helper_q, s->t->wsample, s->t->wsample);
     return b.p;
 }
 
@@ -271,7 +275,12 @@ static bool cols_from_catalog(rw_site *s, int width, int gen_at, ins_cols *ic)
                        s->t->label);
         return false;
     }
-    if (width < 1 || width > ct->n_columns || gen_at < 0) {
+    if (width < 1) {   /* SELECT * or another width we cannot count */
+        rw_site_refuse(s, "tenantguard: INSERT into %s without a column list from a query whose width "
+                          "cannot be counted (SELECT *) cannot be checked; name the columns", s->t->label);
+        return false;
+    }
+    if (width > ct->n_columns || gen_at < 0) {
         rw_site_refuse(s, "tenantguard: INSERT into %s without a column list has %d values for %d columns; "
                           "name the columns", s->t->label, width, ct->n_columns);
         return false;

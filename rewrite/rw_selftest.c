@@ -192,6 +192,7 @@ const char *rw_effect_kind_name(rw_effect_kind k)
     case RW_FX_SAVEPOINT: return "savepoint";
     case RW_FX_RELEASE: return "release";
     case RW_FX_ROLLBACK_TO: return "rollback_to";
+    case RW_FX_LEXING: return "lexing";
     }
     return "?";
 }

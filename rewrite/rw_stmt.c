@@ -154,6 +154,11 @@ static bool simple_target(walk_state *ws, FuncCall *f)
     return false;
 }
 
+static bool lexing_guc(const char *name)
+{
+    return !strcasecmp(name, "standard_conforming_strings") || !strcasecmp(name, "client_encoding");
+}
+
 static void set_config_call(rw_ctx *c, FuncCall *f, walk_state *ws)
 {
     int nn = list_length(f->funcname);
@@ -165,6 +170,11 @@ static void set_config_call(rw_ctx *c, FuncCall *f, walk_state *ws)
     const char *name = list_length(f->args) == 3 ? const_string(linitial(f->args)) : NULL;
     if (!name) {
         rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+        rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
+        return;
+    }
+    if (lexing_guc(name)) {
+        rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
         return;
     }
     if (!strcasecmp(name, "role") || !strcasecmp(name, "session_authorization")) {
@@ -272,6 +282,8 @@ static bool explain_analyze(ExplainStmt *e)
 static void set_stmt(rw_ctx *c, VariableSetStmt *v)
 {
     const char *name = v->name ? v->name : "";
+    if (lexing_guc(name) || v->kind == VAR_RESET_ALL)
+        rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
     bool path = strcmp(name, "search_path") == 0;
     bool who = strcmp(name, "role") == 0 || strcmp(name, "session_authorization") == 0;
     switch (v->kind) {
@@ -505,8 +517,10 @@ void rw_stmt(rw_ctx *c, Node *n)
         break;
     case T_DiscardStmt: {
         DiscardMode m = ((DiscardStmt *)n)->target;
-        if (m == DISCARD_ALL)
+        if (m == DISCARD_ALL) {
             rw_effect_add(c, RW_FX_DISCARD_ALL, NULL, false, false);
+            rw_effect_add(c, RW_FX_LEXING, NULL, false, false);   /* it resets every setting */
+        }
         else if (m == DISCARD_TEMP)
             rw_effect_add(c, RW_FX_DISCARD_TEMP, NULL, false, false);
         break;

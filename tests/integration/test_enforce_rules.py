@@ -552,9 +552,6 @@ def test_positional_insert_and_layout_guard(pg, eproxy):
 
 # ------------------------------------------------------------------ typing of the tenant value
 
-@pytest.mark.xfail(strict=True, reason="BUG: the helpers look the tenant up in the common type of the client's value "
-                   "and the column (anycompatible), not in the column's type: float8 2^53 matches tenants 2^53 and "
-                   "2^53+1, the row is stored for one tenant with the other's workspace")
 def test_float_tenant_value_binds_the_stored_tenant(conn, data):
     import struct
     data.execute("INSERT INTO tenants (id, workspace_id, name) VALUES (9007199254740993, 2, 'attacker'), "
@@ -567,8 +564,6 @@ def test_float_tenant_value_binds_the_stored_tenant(conn, data):
     assert got and all(a == b for a, b in got), got
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a numeric tenant value PostgreSQL rounds on assignment (3.4 -> 3) is "
-                   "looked up unrounded and rejected with R3")
 def test_numeric_tenant_value_rounded_like_the_column(conn, data):
     ok(simple(conn, "INSERT INTO policies (tenant_id, name) VALUES (3.4, 'rounded')"))
     assert policies(data) == [(1, 3, 2, "rounded")]
@@ -585,8 +580,6 @@ def test_type_errors_same_as_direct(conn, data, sql):
     assert (got.sqlstate, got.message) == (want.sqlstate, want.message) == ("42804", got.message)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (message): a positional INSERT ... SELECT * is refused with 'has -1 values "
-                   "for 8 columns'")
 def test_positional_insert_select_star_message(conn, data):
     out = simple(conn, "INSERT INTO policies SELECT * FROM policies")
     assert out.sqlstate == "0A000" and "name the columns" in out.message, out

@@ -308,9 +308,6 @@ def test_temp_table_named_policies(conn, sdata):
     enforced(conn, sdata, "after-discard-temp")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a temp table created in a rolled-back transaction (or ON COMMIT DROP) "
-                   "stays in the proxy's session state: later writes to the watched table fail with 42P01 "
-                   "relation \"pg_temp.policies\" does not exist")
 @pytest.mark.parametrize("how", ["rollback", "on-commit-drop"])
 def test_temp_table_gone_with_its_transaction(conn, sdata, how):
     if how == "rollback":
@@ -397,8 +394,6 @@ def test_function_changes_the_path(conn, sdata):
     assert (3, None, "via-function") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a FunctionCall message (fast-path) is relayed unexamined: "
-                   "set_config('search_path', ...) called through it changes the path behind the proxy's back")
 def test_fastpath_function_call_changes_the_path(eproxy, sdata):
     import struct
     with eproxy.wire() as w:
@@ -416,9 +411,6 @@ def test_fastpath_function_call_changes_the_path(eproxy, sdata):
     assert (3, None, "fastpath") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: standard_conforming_strings changed by a pipelined SET is applied "
-                   "(ParameterStatus) after the next Query was already lexed with the old value: a text that is one "
-                   "string literal to the proxy runs an INSERT on the server")
 def test_std_strings_pipelined(eproxy, sdata):
     text = "SELECT '\\' ; INSERT INTO policies (tenant_id, name) VALUES (3, chr(120)) ; SELECT 1 -- '"
     with eproxy.wire() as w:
@@ -494,16 +486,12 @@ def _other_then(conn):
     ok(simple(conn, "SET search_path = other"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a SET search_path earlier in the same simple Query is not applied to "
-                   "the later statements of that Query: the INSERT is decided under the old path and passes unbound")
 def test_set_then_write_in_one_query(conn, sdata):
     _other_then(conn)
     simple(conn, "SET search_path = public; " + BARE.format("one-query"))
     assert (3, None, "one-query") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: statements pipelined behind an in-flight SET search_path are decided "
-                   "before its CommandComplete, under the old path (simple Query)")
 def test_set_pipelined_simple_queries(eproxy, sdata):
     with eproxy.wire() as w:
         w.login(database=sdata.name)
@@ -514,8 +502,6 @@ def test_set_pipelined_simple_queries(eproxy, sdata):
     assert (3, None, "pipelined") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: statements pipelined behind an in-flight SET search_path are decided "
-                   "before its CommandComplete, under the old path (extended protocol, one Sync group)")
 def test_set_pipelined_extended(eproxy, sdata):
     with eproxy.wire() as w:
         w.login(database=sdata.name)
@@ -527,9 +513,6 @@ def test_set_pipelined_extended(eproxy, sdata):
     assert (3, None, "pipelined-ext") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the session effects of an extended-protocol statement are looked up "
-                   "when its Execute arrives, but recorded only at ParseComplete: Parse+Bind+Execute sent together "
-                   "(PQexecParams -- how JDBC, Npgsql and libpq drivers send SET) are never applied")
 @pytest.mark.parametrize("sql,params", [("SET search_path = public", []),
                                         ("SELECT set_config('search_path', 'public', false), $1::int", [1])])
 def test_set_through_the_extended_protocol(conn, sdata, sql, params):
@@ -540,9 +523,6 @@ def test_set_through_the_extended_protocol(conn, sdata, sql, params):
     assert (3, None, "ext-set") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a statement prepared while the path hid the watched table is "
-                   "re-analysed by PostgreSQL under the new search_path at EXECUTE/Bind, but the proxy does not "
-                   "decide it again: the write lands unbound in public.policies")
 @pytest.mark.parametrize("how", ["sql-prepare", "protocol-parse"])
 def test_prepared_under_another_search_path(conn, sdata, how):
     _other_then(conn)
@@ -559,8 +539,6 @@ def test_prepared_under_another_search_path(conn, sdata, how):
     assert (3, None, "prepared-under-other") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ROLLBACK AND CHAIN / COMMIT AND CHAIN end a transaction without a "
-                   "ReadyForQuery 'I': the proxy keeps the rolled-back path (or later undoes the committed one)")
 @pytest.mark.parametrize("how", ["rollback-and-chain", "commit-and-chain"])
 def test_and_chain(conn, sdata, how):
     if how == "rollback-and-chain":
@@ -579,8 +557,6 @@ def test_and_chain(conn, sdata, how):
     assert (3, None, "chain") not in watched(sdata)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a COMMIT inside a multi-statement Query commits the SET before it; a "
-                   "later error in the same Query makes the proxy undo the SET it thinks was rolled back")
 def test_commit_inside_a_failing_query(conn, sdata):
     _other_then(conn)
     res = simple_all(conn, "SET search_path = public; COMMIT; SELECT 1/0")

@@ -591,7 +591,7 @@ static void test_big_and_deep(void **state)
         n += (size_t)snprintf(sql + n, cap - n, "%s(%d, 'row %d')", i ? ", " : "", i, i);
     rw_decision d = rw_decide(NULL, p, NULL, NULL, RW_PROTO_SIMPLE, sql, n);
     assert_int_equal(d.action, RW_REPLACE);
-    assert_non_null(strstr(d.text, "(2999, 'row 2999', tenantguard.ws_derive('policies', " TS_P ", 2999, " WS_P "))"));
+    assert_non_null(strstr(d.text, "(2999, 'row 2999', tenantguard.ws_derive('policies', " TS_P ", tenantguard.as_type(" TS_P ", " TS_P ", 2999), " WS_P "))"));
     assert_parses("big", d.text, true);
     rw_decision_release(&d);
 
