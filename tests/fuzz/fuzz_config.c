@@ -79,8 +79,21 @@ static char *dump_main_section(const tg_config *cfg)
     return out;
 }
 
+/* A value INI cannot carry back: an inline comment start or edge spaces. */
+static bool ini_safe(const char *v)
+{
+    size_t n = strlen(v);
+    return !strchr(v, ';') && !strchr(v, '#') && !strchr(v, '\n') && (n == 0 || (v[0] != ' ' && v[n - 1] != ' '));
+}
+
 static void check_roundtrip(const tg_config *cfg, const char *text)
 {
+    for (int i = 0; i < tg_config_key_count(); i++) {
+        char v[1024];
+        tg_config_key_value(cfg, i, v, sizeof(v));
+        if (!ini_safe(v))
+            return;
+    }
     char *ini = dump_main_section(cfg);
     tg_config_error err;
     tg_config *again = tg_config_load_string("fuzz-roundtrip", ini, &err);
@@ -105,6 +118,47 @@ static void check_roundtrip(const tg_config *cfg, const char *text)
     }
     tg_config_unref(again);
     free(ini);
+}
+
+/*
+ * Known bugs, guarded so that fuzzing goes on (-DFUZZ_NO_KNOWN_BUG_GUARDS to
+ * see them again):
+ *
+ * BUG-2 (tests/fuzz/crashes/config/bug2-one-letter-table): the loader accepts
+ * a one-letter table name ("tables = p"), but rw_policy_new() refuses it (its
+ * pre-filter has no one-byte needles): check-config says OK, the daemon then
+ * exits at start-up with "out of memory", and a SIGHUP reload swaps in the
+ * new config while keeping the old compiled policy.
+ */
+/* BUG-3 (tests/fuzz/crashes/config/bug3-dollar-quote-ident): config
+ * identifiers may contain '$', and the helper SQL puts them inside $tg$ ...
+ * $tg$ function bodies: a column named ws$tg$x ends the body early and
+ * `migrate --phase 1` runs broken SQL. */
+static bool known_bug3(const tg_policy *p)
+{
+#ifdef FUZZ_NO_KNOWN_BUG_GUARDS
+    (void)p;
+    return false;
+#else
+    const char *ids[] = {p->helper_schema, p->tenant_schema, p->tenant_table, p->tenant_id_col, p->tenant_ws_col};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+        if (ids[i] && strchr(ids[i], '$'))
+            return true;
+    return false;
+#endif
+}
+
+static bool known_bug2(const tg_policy *p)
+{
+#ifdef FUZZ_NO_KNOWN_BUG_GUARDS
+    (void)p;
+    return false;
+#else
+    for (int i = 0; i < p->n_tables; i++)
+        if (strlen(p->tables[i].name) < 2)
+            return true;
+    return false;
+#endif
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -136,6 +190,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_roundtrip(cfg, text);
 
     rw_policy *p = rw_policy_new(&cfg->policy, NULL, 1);
+    if (!p && known_bug2(&cfg->policy)) {
+        tg_config_unref(cfg);
+        free(text);
+        return 0;
+    }
     if (!p)
         die("the policy does not compile", text);
     if (cfg->policy.n_tables > 0) {
@@ -157,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char *perr = NULL;
     int n = helper_statements(&cfg->policy, &perr);
-    if (n != baseline_stmts) {
+    if (n != baseline_stmts && !known_bug3(&cfg->policy)) {
         char what[600];
         snprintf(what, sizeof(what),
                  "the helper SQL rendered for this policy has %d statement(s), the default policy's %d "

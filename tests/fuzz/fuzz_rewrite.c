@@ -104,7 +104,13 @@ static int helper_calls(const char *tree, const char *fn, const char *label)
              "{\"String\":{\"sval\":\"%s\"}},{\"String\":{\"sval\":\"%s\"}}],\"args\":[{\"A_Const\":"
              "{\"sval\":{\"sval\":\"%s\"}",
              cfg->policy.helper_schema, fn, label);
-    return count(tree, pat);
+    int n = count(tree, pat);
+    /* a positional INSERT passes the label through layout_guard() first */
+    snprintf(pat, sizeof(pat),
+             "{\"String\":{\"sval\":\"%s\"}},{\"String\":{\"sval\":\"%s\"}}],\"args\":[{\"FuncCall\":"
+             "{\"funcname\":[{\"String\":{\"sval\":\"%s\"}},{\"String\":{\"sval\":\"layout_guard\"}}]",
+             cfg->policy.helper_schema, fn, cfg->policy.helper_schema);
+    return n + count(tree, pat);
 }
 
 static const char *const rule_fns[RW_RULE__COUNT][4] = {
@@ -152,7 +158,7 @@ static void check_events(const char *sql, const char *in_tree, const char *out_t
     }
 }
 
-/* Watched INSERT targets in a parse tree (relname of an InsertStmt whose
+/* Tenant-owned INSERT targets in a parse tree (relname of an InsertStmt whose
  * schema is absent or public). Rough on purpose: it only looks at the
  * "InsertStmt":{"relation":{...}} prefix the JSON output always has. */
 static bool inserts_watched(const char *tree)
@@ -168,6 +174,8 @@ static bool inserts_watched(const char *tree)
             continue;
         rn += strlen("\"relname\":\"");
         for (int t = 0; t < cfg->policy.n_tables; t++) {
+            if (cfg->policy.tables[t].kind != TG_TABLE_OWNED)
+                continue;   /* an audit row without a tenant passes as sent (R6) */
             size_t nl = strlen(cfg->policy.tables[t].name);
             if (strncmp(rn, cfg->policy.tables[t].name, nl) == 0 && rn[nl] == '"')
                 return true;
