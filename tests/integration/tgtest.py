@@ -206,6 +206,10 @@ host    replication all         127.0.0.1/32    scram-sha-256
 
     def restart_server(self, mode="fast"):
         self.stop(mode)
+        self.start_server()
+
+    def start_server(self):
+        """Start the cluster again after stop() (crash recovery after -m immediate)."""
         self._as_owner([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
                         "-w", "-t", "60", "start"])
 
@@ -277,7 +281,7 @@ class Proxy:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        self.proc = subprocess.Popen([BINARY, "-c", self.config_path], stdout=self._log,
+        self.proc = subprocess.Popen(self.argv_prefix + [BINARY, "-c", self.config_path], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env)
         if wait:
             wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 15,
@@ -285,6 +289,20 @@ class Proxy:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tenantguard exited with {self.proc.returncode}:\n{self.log()}")
         return self
+
+    # A command the binary runs under, e.g. ["prlimit", "--nofile=256:256", "--"] or
+    # ["ip", "netns", "exec", NAME]; set before start().
+    argv_prefix = []
+
+    def fd_count(self):
+        """Open file descriptors of the proxy process."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def live_sessions(self):
+        """Sessions accepted and not yet freed, from the debug log (log_level = debug):
+        each session logs "accepted" once and "-> dead" once."""
+        log = self.log()
+        return log.count(" accepted") - log.count(" -> dead")
 
     def log(self):
         try:
