@@ -44,7 +44,8 @@ def idle_fds(proxy):
 
 def assert_no_leaks(proxy, fds_idle):
     tgtest.wait_until(lambda: proxy.live_sessions() == 0, 15, what="every session freed")
-    tgtest.wait_until(lambda: proxy.fd_count() == fds_idle, 15,
+    # at most what it had idle (a descriptor of its own start-up may have gone since)
+    tgtest.wait_until(lambda: proxy.fd_count() <= fds_idle, 15,
                       what=f"the proxy back at {fds_idle} fds (has {proxy.fd_count()})")
 
 
@@ -247,5 +248,5 @@ def test_fd_exhaustion_400_connections_with_256_fds(pg, proxy_factory):
     for w in held:
         w.close()
     assert_serving(proxy)
-    tgtest.wait_until(lambda: proxy.fd_count() == fds_idle, 30,
+    tgtest.wait_until(lambda: proxy.fd_count() <= fds_idle, 30,
                       what=f"the proxy back at {fds_idle} fds (has {proxy.fd_count()})")

@@ -26,7 +26,8 @@ def idle_fds(proxy):
 def assert_no_leaks(proxy, fds_idle):
     """Every session freed and the proxy back at the descriptors it had idle."""
     tgtest.wait_until(lambda: proxy.live_sessions() == 0, 15, what="every session freed")
-    tgtest.wait_until(lambda: proxy.fd_count() == fds_idle, 15,
+    # at most what it had idle (a descriptor of its own start-up may have gone since)
+    tgtest.wait_until(lambda: proxy.fd_count() <= fds_idle, 15,
                       what=f"the proxy back at {fds_idle} fds (has {proxy.fd_count()})")
 
 
