@@ -72,3 +72,14 @@ def test_tenant_change_through_a_glued_splice_is_rejected(secdb, enforcing):
         with pytest.raises(psycopg.Error):
             c.execute("UPDATE policies SET (tenant_id, name) = (SELECT+4, 'moved') WHERE id = 1")
     assert stored(secdb) == "3|1", "tenant 3's row now belongs to tenant 4 and still to workspace 1"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: INSERT ... SELECT is wrapped as (SELECT ...) AS tg_s cut at a keyword "
+                                       "that is a name after a dot (FROM s.returning): the rewritten text does not "
+                                       "parse, a valid statement fails with 42601 (fails closed)")
+def test_insert_select_from_a_table_named_like_a_keyword(secdb, enforcing):
+    secdb.psql('DROP SCHEMA IF EXISTS s CASCADE; CREATE SCHEMA s; CREATE TABLE s."returning" (tenant_id bigint, '
+               "name text); INSERT INTO s.\"returning\" VALUES (3, 'kw')", db=DB, user="app")
+    with enforcing.connect(db=DB) as c:
+        c.execute("INSERT INTO policies (tenant_id, name) SELECT * FROM s.returning")
+    assert secdb.psql("SELECT workspace_id FROM policies WHERE name = 'kw'", db=DB, user="app") == "1"
