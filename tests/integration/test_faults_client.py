@@ -54,7 +54,8 @@ def t(pg):
     pg.psql("CREATE TABLE IF NOT EXISTS tg_fault_client (id int, v text)")
     pg.psql("TRUNCATE tg_fault_client")
     pg.psql("GRANT ALL ON tg_fault_client TO PUBLIC")
-    return "tg_fault_client"
+    yield "tg_fault_client"
+    pg.psql("DROP TABLE IF EXISTS tg_fault_client")   # other tests count the public tables
 
 
 def count(pg, table):

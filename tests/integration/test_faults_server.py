@@ -42,7 +42,9 @@ def fault_table(pg):
     pg.psql("CREATE TABLE IF NOT EXISTS tg_fault_test (id int, v text)")
     pg.psql("TRUNCATE tg_fault_test")
     pg.psql("GRANT ALL ON tg_fault_test TO PUBLIC")
-    return "tg_fault_test"
+    yield "tg_fault_test"
+    if tgtest.port_open(pg.port):
+        pg.psql("DROP TABLE IF EXISTS tg_fault_test")   # other tests count the public tables
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def killed_pg(pg):
         pg.start_server()
 
 
-def test_immediate_stop_mid_query_and_mid_transaction(killed_pg, proxy, fault_table):
+def test_immediate_stop_mid_query_and_mid_transaction(fault_table, killed_pg, proxy):
     pg = killed_pg
     fds_idle = idle_fds(proxy)
     with proxy.wire() as busy, proxy.wire() as in_txn, proxy.wire() as idle:
