@@ -206,6 +206,10 @@ host    replication all         127.0.0.1/32    scram-sha-256
 
     def restart_server(self, mode="fast"):
         self.stop(mode)
+        self.start_server()
+
+    def start_server(self):
+        """Start the cluster again after stop() (crash recovery after -m immediate)."""
         self._as_owner([os.path.join(PG_BIN, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
                         "-w", "-t", "60", "start"])
 
@@ -277,7 +281,7 @@ class Proxy:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        self.proc = subprocess.Popen([BINARY, "-c", self.config_path], stdout=self._log,
+        self.proc = subprocess.Popen(self.argv_prefix + [BINARY, "-c", self.config_path], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env)
         if wait:
             wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 15,
@@ -285,6 +289,20 @@ class Proxy:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tenantguard exited with {self.proc.returncode}:\n{self.log()}")
         return self
+
+    # A command the binary runs under, e.g. ["prlimit", "--nofile=256:256", "--"] or
+    # ["ip", "netns", "exec", NAME]; set before start().
+    argv_prefix = []
+
+    def fd_count(self):
+        """Open file descriptors of the proxy process."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def live_sessions(self):
+        """Sessions accepted and not yet freed, from the debug log (log_level = debug):
+        each session logs "accepted" once and "-> dead" once."""
+        log = self.log()
+        return log.count(" accepted") - log.count(" -> dead")
 
     def log(self):
         try:
@@ -930,3 +948,123 @@ def extended(conn, sql, params=(), types=None, formats=None, result_format=0):
     p = [None if v is None else (v if isinstance(v, bytes) else str(v).encode()) for v in params]
     return Outcome(conn.pgconn.exec_params(sql.encode(), p, param_types=types, param_formats=formats,
                                            result_format=result_format))
+
+class RecordingForwarder(TcpForwarder):
+    """A TcpForwarder that also records every connection as the list of chunks
+    it carried, in order: ("c", bytes) from the client, ("s", bytes) from the
+    server. The fuzz seeds (tests/fuzz/tools/make_seeds.py) are made from such
+    recordings of real clients talking to PostgreSQL."""
+
+    def __init__(self, target_port, target_host="127.0.0.1", listen_host="127.0.0.1"):
+        self.sessions = []
+        super().__init__(target_port, target_host, listen_host)
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(self.target)
+            except OSError:
+                c.close()
+                continue
+            chunks = []
+            with self.lock:
+                self.pairs.append((c, s))
+                self.sessions.append(chunks)
+            for a, b, side in ((c, s, "c"), (s, c, "s")):
+                threading.Thread(target=self._record_pump, args=(a, b, side, chunks), daemon=True).start()
+
+    def _record_pump(self, a, b, side, chunks):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                with self.lock:
+                    chunks.append((side, d))
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class FakeServer:
+    """A tiny stand-in for PostgreSQL on 127.0.0.1:<free port>: answers every
+    startup packet with AuthenticationOk, a few ParameterStatus, BackendKeyData
+    and ReadyForQuery, then answers each Query with `on_query(sql) -> bytes`
+    (default: CommandComplete + ReadyForQuery). For tests of what the proxy
+    does with a broken or hostile server."""
+
+    def __init__(self, on_query=None):
+        self.on_query = on_query or (lambda sql: PgWire.msg("C", b"SELECT 0\0") + PgWire.msg("Z", b"I"))
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.conns = []
+        self.logins = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _recv_exact(c, n):
+        b = b""
+        while len(b) < n:
+            d = c.recv(n - len(b))
+            if not d:
+                raise EOFError
+            b += d
+        return b
+
+    def _serve(self, c):
+        try:
+            while True:
+                ln, code = struct.unpack("!II", self._recv_exact(c, 8))
+                self._recv_exact(c, ln - 8)
+                if code == SSL_REQUEST or code == GSSENC_REQUEST:
+                    c.sendall(b"N")
+                    continue
+                break
+            self.logins += 1
+            c.sendall(PgWire.msg("R", struct.pack("!I", 0)) +
+                      PgWire.msg("S", b"server_version\x0015.0\0") +
+                      PgWire.msg("S", b"standard_conforming_strings\0on\0") +
+                      PgWire.msg("K", struct.pack("!ii", 4242, 99)) + PgWire.msg("Z", b"I"))
+            while True:
+                t = self._recv_exact(c, 1)
+                ln = struct.unpack("!I", self._recv_exact(c, 4))[0]
+                body = self._recv_exact(c, ln - 4)
+                if t == b"X":
+                    break
+                if t == b"Q":
+                    c.sendall(self.on_query(body[:-1].decode("utf-8", "replace")))
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
