@@ -518,8 +518,10 @@ static bool valid_ident(const char *s)
         return false;
     if (!(isalpha((unsigned char)*s) || *s == '_'))
         return false;
+    /* No '$': the names go into tenantguard's SQL helpers, whose function
+     * bodies are dollar-quoted. */
     for (const char *p = s + 1; *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '$'))
+        if (!(isalnum((unsigned char)*p) || *p == '_'))
             return false;
     return true;
 }
@@ -653,6 +655,16 @@ static bool build_policy(load_state *st)
             continue;
         if (!split_qualified(ref, pt->schema, &schema, &name)) {
             set_error(st, tables_line, "tables: \"%s\" is not [schema.]table", ref);
+            ok = false;
+            break;
+        }
+        if (strlen(name) < 2) {
+            /* The text pre-filter looks for each name; one letter would match
+             * nearly every statement. */
+            set_error(st, tables_line, "tables: \"%s\": a watched table name needs two characters or more",
+                      ref);
+            free(schema);
+            free(name);
             ok = false;
             break;
         }

@@ -297,6 +297,15 @@ int rt_reload(tg_runtime *rt, char *errbuf, size_t errlen)
         goto fail;
     if (neu->admin_auth_file[0] && !(users = admin_users_load(neu->admin_auth_file, emsg, sizeof(emsg))))
         goto fail;
+    /* The new policy must compile before anything is swapped. */
+    rw_policy *probe = rw_policy_new(&neu->policy, NULL, 0);
+    if (!probe) {
+        snprintf(emsg, sizeof(emsg), "cannot compile the policy of the new config");
+        admin_users_free(users);
+        users = NULL;
+        goto fail;
+    }
+    rw_policy_free(probe);
     char changed[256];
     if (tg_config_nonreloadable_changes(rt->cfg, neu, changed, sizeof(changed)) > 0)
         log_warning("reload: %s changed; that takes a restart", changed);

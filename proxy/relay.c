@@ -243,7 +243,6 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer *out = bufferevent_get_output(s->sv.bev);
 
-    s->last_activity = time(NULL);
     while (s->state == SS_ACTIVE) {
         if (s->cl.stream_left && s->cl.stream_drop) {
             size_t n = evbuffer_get_length(in) < s->cl.stream_left ? evbuffer_get_length(in)
@@ -301,6 +300,10 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
             return;
         }
         size_t before = evbuffer_get_length(in);
+        /* The idle clock counts messages, not bytes: a client trickling a
+         * Query one byte a second is idle until the message is whole. */
+        if (evbuffer_get_length(in) >= pgf_wire_len(&h))
+            s->last_activity = time(NULL);
         if (!handle_client_message(s, &h, in, out))
             return;
         if (evbuffer_get_length(in) == before && !s->cl.stream_left)
@@ -375,7 +378,9 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
         pgf_peek_result pr = pgf_peek(in, &h);
         if (pr == PGF_NEED_MORE)
             break;
-        if (pr == PGF_BAD_LENGTH || (server_inspects(&h) && h.len > SERVER_INSPECT_MAX)) {
+        /* No PostgreSQL message comes near 2 GB; 0xffffffff would also wrap
+         * the streaming arithmetic (wire length 1 + len). */
+        if (pr == PGF_BAD_LENGTH || h.len > 0x7ffffffeu || (server_inspects(&h) && h.len > SERVER_INSPECT_MAX)) {
             sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE, "tenantguard: invalid message from the server",
                        NULL);
             return;

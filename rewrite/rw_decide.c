@@ -137,7 +137,17 @@ static int splice_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* text[0, upto) with the splices inside it applied. */
+/* A byte that continues an identifier or keyword (or a number). */
+static bool word_byte(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '$' || ch >= 0x80;
+}
+
+/* text[0, upto) with the splices inside it applied. Inserted text never
+ * glues onto a neighbouring word: "SELECT" + "tenantguard.f(" must not
+ * become the call "selecttenantguard.f(" -- a function anyone with CREATE
+ * could define. A space goes between whenever both sides are word bytes. */
 static bool apply_splices(rw_ctx *c, int upto, rw_buf *out)
 {
     qsort(c->spl, (size_t)c->nspl, sizeof(rw_splice), splice_cmp);
@@ -149,7 +159,14 @@ static bool apply_splices(rw_ctx *c, int upto, rw_buf *out)
         if (s->pos < at || s->end < s->pos || s->end > upto)
             return false;               /* overlapping splices: a bug, fail closed */
         rw_buf_add(out, c->text + at, (size_t)(s->pos - at));
+        size_t tl = strlen(s->text);
+        if (tl && out->len && word_byte((unsigned char)out->p[out->len - 1]) &&
+            word_byte((unsigned char)s->text[0]))
+            rw_buf_str(out, " ");
         rw_buf_str(out, s->text);
+        if (tl && s->end < c->len && word_byte((unsigned char)s->text[tl - 1]) &&
+            word_byte((unsigned char)c->text[s->end]))
+            rw_buf_str(out, " ");
         at = s->end;
     }
     if (at < upto)

@@ -108,6 +108,15 @@ bool rw_lex(rw_ctx *c)
         t[n].code = code;
         t[n].comment = code == RW_T_SQL_COMMENT || code == RW_T_C_COMMENT;
         t[n].kw = kw_of(c->pol, code);
+        /* A word right after a dot is a name (s.returning, t.having), never
+         * the keyword it is spelled like. Comments between do not count. */
+        for (int p = n - 1; p >= 0; p--) {
+            if (t[p].comment)
+                continue;
+            if (t[p].code == '.')
+                t[n].kw = RW_KW_NONE;
+            break;
+        }
         n++;
     }
     scanner_finish(sc);

@@ -47,23 +47,14 @@ static const char *const catalog_cols[] = {"id", "tenant_id", "name", "workspace
  * the keyword: "SELECTtenantguard.tenant_keep(...)". That either does not
  * parse or -- worse -- parses as a call of selecttenantguard.tenant_keep(),
  * a function the client can create itself: an R4 bypass
- * (tests/integration/test_security_rewrite.py). Guarded (known) unless built
- * with -DFUZZ_NO_KNOWN_BUG_GUARDS.
+ * (tests/integration/test_security_rewrite.py). Fixed (apply_splices spaces
+ * inserted text off neighbouring words); the reproducer stays as a regression input.
  */
 static bool known_bug5(const char *text, const char *schema)
 {
-#ifdef FUZZ_NO_KNOWN_BUG_GUARDS
     (void)text;
     (void)schema;
     return false;
-#else
-    size_t n = strlen(schema);
-    for (const char *p = text; (p = strstr(p, schema)) != NULL; p += n)
-        if (p > text && p[n] == '.' &&
-            (((p[-1] | 0x20) >= 'a' && (p[-1] | 0x20) <= 'z') || (p[-1] >= '0' && p[-1] <= '9') || p[-1] == '_'))
-            return true;
-    return false;
-#endif
 }
 
 /*
@@ -72,18 +63,12 @@ static bool known_bug5(const char *text, const char *schema)
  * at a keyword that is a name after a dot (FROM s.returning): the result,
  * "(SELECT * FROM s.) AS tg_s(...)returning", does not parse and a valid
  * statement fails. Same for the end of a target list (SELECT x, t.having:
- * the derivation is spliced in after "t."). Fails closed; guarded unless -DFUZZ_NO_KNOWN_BUG_GUARDS.
+ * the derivation is spliced in after "t."). Fixed (a word after a dot is a name); the reproducer stays.
  */
 static bool known_bug6(const char *text)
 {
-#ifdef FUZZ_NO_KNOWN_BUG_GUARDS
     (void)text;
     return false;
-#else
-    /* the rewritten text has a name cut after its dot: "s.)" or "x.," */
-    return strstr(text, ".)") != NULL || strstr(text, ". )") != NULL || strstr(text, ".,") != NULL ||
-           strstr(text, ". ,") != NULL;
-#endif
 }
 
 static void die(const char *what, const char *sql, const rw_decision *d)

@@ -593,7 +593,7 @@ static void serve(conn *c)
 
 /*
  * Guards against bugs already reported, so that fuzzing goes on finding new
- * ones; each names its reproducer. Build with -DFUZZ_NO_KNOWN_BUG_GUARDS to
+ * ones; each names its reproducer. All are fixed now; the code below only
  * fuzz without them (and see the known bugs again).
  *
  * BUG-1 (tests/fuzz/crashes/session/bug1-server-len-ffffffff): a server
@@ -604,40 +604,9 @@ static void serve(conn *c)
  */
 static size_t guard_server_bytes(conn *c, const uint8_t *p, size_t n)
 {
-#ifdef FUZZ_NO_KNOWN_BUG_GUARDS
     (void)c;
     (void)p;
     return n;
-#else
-    size_t i = 0;
-    if (c->srv_blocked)
-        return 0;
-    if (c->ssl_answer_due && n > 0) {
-        c->ssl_answer_due = false;
-        i = 1;
-    }
-    while (i < n) {
-        if (c->srv_skip) {
-            size_t k = n - i < c->srv_skip ? n - i : (size_t)c->srv_skip;
-            c->srv_skip -= k;
-            i += k;
-            continue;
-        }
-        c->srv_hdr[c->srv_hdr_n++] = p[i++];
-        if (c->srv_hdr_n < 5)
-            continue;
-        c->srv_hdr_n = 0;
-        uint32_t len;
-        memcpy(&len, c->srv_hdr + 1, 4);
-        len = ntohl(len);
-        if (len == 0xffffffffu) {
-            c->srv_blocked = true;   /* nothing more from this server */
-            return i >= 5 ? i - 5 : 0;
-        }
-        c->srv_skip = len >= 4 ? len - 4 : 0;
-    }
-    return n;
-#endif
 }
 
 /* ---------------------------------------------------------------- ops */

@@ -173,9 +173,6 @@ def test_one_byte_per_second_login_hits_client_login_timeout(proxy_factory):
     assert_no_leaks(proxy, fds_idle)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bytes of an unfinished message reset the idle clock "
-                                       "(relay.c client_read_batch sets last_activity on every read): a client "
-                                       "trickling one byte per second holds its session and backend forever")
 def test_one_byte_per_second_after_login_hits_client_idle_timeout(proxy_factory):
     """A logged-in client that trickles a Query one byte per second never completes a
     message: client_idle_timeout must still close it (57P05), or one slow client per

@@ -110,8 +110,6 @@ def test_immediate_stop_with_many_sessions(killed_pg, proxy):
 
 # ---------------------------------------------------------------- a hostile server
 
-@pytest.mark.xfail(strict=True, reason="BUG: a server message with length 0xffffffff hangs the whole proxy "
-                                       "(relay.c pass_message: (uint32_t)(len + 1) == 0; see tests/fuzz/README.md BUG-1)")
 def test_server_message_of_length_ffffffff_does_not_hang_the_proxy(proxy_factory):
     bad = tgtest.FakeServer(on_query=lambda sql: b"D" + b"\xff\xff\xff\xff" + b"\0\1")
     try:
@@ -140,7 +138,7 @@ def test_server_closing_mid_message_gets_08006(proxy_factory):
             a.login("x", "x")
             a.send(PgWire.query_msg("SELECT 1"))
             tgtest.wait_until(lambda: cut.conns, 5, what="the server connection")
-            tgtest.wait_until(lambda: proxy.log().count("state auth -> active") >= 1, 5, what="active")
+            tgtest.wait_until(lambda: proxy.log().count(" -> active") >= 1, 5, what="active")
             for c in list(cut.conns):
                 c.shutdown(socket.SHUT_RDWR)
             f = a.expect_fatal_and_close()

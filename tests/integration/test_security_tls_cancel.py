@@ -55,9 +55,6 @@ def test_weak_tls_1_2_ciphers_are_refused(tls_proxy, cipher):
     assert not ok, out
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (hardening): the client-side TLS context keeps OpenSSL's default "
-                                       "TLS 1.2 list, which still has static-RSA CBC/SHA1 suites (no forward "
-                                       "secrecy): AES256-SHA is accepted")
 def test_tls_1_2_without_forward_secrecy_is_refused(tls_proxy):
     ok, out = s_client(tls_proxy.port, "-tls1_2", "-cipher", "AES128-SHA:AES256-SHA:CAMELLIA@SECLEVEL=0")
     assert not ok, out

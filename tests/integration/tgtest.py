@@ -1054,7 +1054,13 @@ class FakeServer:
                 if t == b"X":
                     break
                 if t == b"Q":
-                    c.sendall(self.on_query(body[:-1].decode("utf-8", "replace")))
+                    sql = body[:-1].decode("utf-8", "replace")
+                    if "current_setting('search_path')" in sql:
+                        # tenantguard's login probe: answer it plainly (no rows)
+                        c.sendall(PgWire.msg("C", b"SELECT 0\0") + PgWire.msg("C", b"SELECT 0\0") +
+                                  PgWire.msg("Z", b"I"))
+                        continue
+                    c.sendall(self.on_query(sql))
         except (EOFError, OSError):
             pass
         finally:

@@ -82,8 +82,8 @@ static void probe_custom_tables(const tg_config *c)
 static void probe_four_tables(const tg_config *c)
 {
     assert_int_equal(c->policy.n_tables, 5);   /* a, b, c, d + audit */
-    assert_non_null(tg_policy_find(&c->policy, "public", "c"));
-    assert_non_null(tg_policy_find(&c->policy, "public", "d"));
+    assert_non_null(tg_policy_find(&c->policy, "public", "cc"));
+    assert_non_null(tg_policy_find(&c->policy, "public", "dd"));
 }
 
 static const case_t cases[] = {
@@ -114,15 +114,17 @@ static const case_t cases[] = {
     {"unreadable cert", "[tenantguard]\nclient_tls_mode = allow\nclient_tls_cert_file = /nonexistent/c\n"
      "client_tls_key_file = /nonexistent/k\n", 3, "cannot read", NULL},
     {"nothing to listen on", "[tenantguard]\nlisten_addr =\n", 2, "nothing to listen on", NULL},
-    {"table listed twice", "[policy]\ntables = a, b, public.a\n", 2, "listed twice", NULL},
+    {"table listed twice", "[policy]\ntables = aa, bb, public.aa\n", 2, "listed twice", NULL},
     {"tenants cannot be owned", "[policy]\ntables = tenants\n", 2, "cannot be tenant-owned", NULL},
     {"bad identifier", "[policy]\ntables = \"Quoted\"\n", 2, "is not [schema.]table", NULL},
-    {"unknown table section", "[policy]\ntables = a\n[table b]\nmode = off\n", 3, "not a watched table", NULL},
+    {"unknown table section", "[policy]\ntables = aa\n[table bb]\nmode = off\n", 3, "not a watched table", NULL},
+    {"one-letter table", "[policy]\ntables = p\n", 2, "two characters or more", NULL},
+    {"dollar in a column", "[policy]\ntenant_column = t$x\n", 2, "not a plain SQL identifier", NULL},
     {"bad key in table section", "[table policies]\ncolour = red\n", 2, "unknown key \"colour\"", NULL},
     {"same tenant and workspace column", "[policy]\nworkspace_column = tenant_id\n", 2, "must differ", NULL},
     {"tenant_table needs a schema", "[policy]\ntenant_table = tenants\n", 2, "must be schema.table", NULL},
     {"long list on continuation lines",
-     "[policy]\ntables = a, b,\n  c, d\n", -1, NULL, probe_four_tables},
+     "[policy]\ntables = aa, bb,\n  cc, dd\n", -1, NULL, probe_four_tables},
     {"line too long",
      "[policy]\ntables = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
