@@ -575,6 +575,12 @@ static int line_of(load_state *st, const char *section, const char *name)
 static bool add_table(load_state *st, tg_policy *p, const char *schema, const char *name,
                       const char *tcol, const char *wcol, tg_table_kind kind, int line)
 {
+    if (strlen(name) < 2) {
+        /* The text pre-filter looks for each name; one letter would match
+         * nearly every statement. */
+        set_error(st, line, "table \"%s\": a watched table name needs two characters or more", name);
+        return false;
+    }
     if (tg_policy_find(p, schema, name)) {
         set_error(st, line, "table %s.%s is listed twice", schema, name);
         return false;
@@ -655,16 +661,6 @@ static bool build_policy(load_state *st)
             continue;
         if (!split_qualified(ref, pt->schema, &schema, &name)) {
             set_error(st, tables_line, "tables: \"%s\" is not [schema.]table", ref);
-            ok = false;
-            break;
-        }
-        if (strlen(name) < 2) {
-            /* The text pre-filter looks for each name; one letter would match
-             * nearly every statement. */
-            set_error(st, tables_line, "tables: \"%s\": a watched table name needs two characters or more",
-                      ref);
-            free(schema);
-            free(name);
             ok = false;
             break;
         }
