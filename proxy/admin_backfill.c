@@ -119,11 +119,19 @@ static int take_waiters(adm_backfill *b, abf_wait_kind kind, uint64_t *out)
 
 /* ---------------------------------------------------------------- jobs */
 
-static abf_job *abf_job_new(tg_runtime *rt, tg_session *s, bool dry_run)
+static abf_job *abf_job_new(tg_runtime *rt, tg_session *s, bool dry_run, char *err, size_t errlen)
 {
     abf_job *j = calloc(1, sizeof(*j));
-    if (!j)
+    if (!j) {
+        snprintf(err, errlen, "tenantguard: out of memory");
         return NULL;
+    }
+    char app[120];
+    snprintf(app, sizeof(app), "tenantguard console %s (%s)", dry_run ? "dry run" : "backfill", s->admin->user);
+    if (!(j->conninfo = sidepq_conninfo_app(rt->cfg->sidecar_dsn, app, err, errlen))) {
+        free(j);
+        return NULL;
+    }
     pthread_mutex_init(&j->mu, NULL);
     j->rt = rt;
     j->mb = rt->mailbox;
@@ -132,7 +140,7 @@ static abf_job *abf_job_new(tg_runtime *rt, tg_session *s, bool dry_run)
     snprintf(j->user, sizeof(j->user), "%s", s->admin->user);
     snprintf(j->actor, sizeof(j->actor), "console:%s", s->admin->user);
     tg_bf_options_init(&j->o);
-    j->o.conninfo = j->cfg->sidecar_dsn;
+    j->o.conninfo = j->conninfo;
     j->o.policy = &j->cfg->policy;
     j->o.dry_run = dry_run;
     j->o.actor = j->actor;
@@ -143,6 +151,7 @@ static void abf_job_free(abf_job *j)
 {
     tg_bf_result_free(&j->res);
     free(j->snap.runs);
+    free(j->conninfo);
     tg_config_unref(j->cfg);
     pthread_mutex_destroy(&j->mu);
     free(j);
@@ -525,10 +534,11 @@ static abf_job *prepare(tg_session *s, const adm_args *a, bool dry, struct evbuf
                   "Set sidecar_dsn (the connection the backfill uses) and RELOAD.");
         return NULL;
     }
-    abf_job *j = abf_job_new(rt, s, dry);
+    char err[300];
+    abf_job *j = abf_job_new(rt, s, dry, err, sizeof(err));
     const char *bad = NULL;
     if (!j) {
-        adm_error(out, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        adm_error(out, TG_SQLSTATE_NOT_IN_PREREQUISITE, err, NULL);
         return NULL;
     }
     if (!parse_options(a, j, dry, &bad)) {

@@ -41,6 +41,7 @@ typedef struct abf_job {
     tg_job job;
     struct tg_mailbox *mb;
     tg_config *cfg;             /* reference: sidecar_dsn and the policy, for the whole call */
+    char *conninfo;             /* sidecar_dsn + application_name naming the console user */
     tg_bf_options o;
     tg_bf_control ctl;          /* PAUSE / RESUME / CANCEL / STOP from the loop */
     char table[132], actor[160], user[64];

@@ -3,8 +3,12 @@
  */
 #include "config.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <event2/buffer.h>
 
 #include "proxy/sidepq.h"
 
@@ -42,6 +46,57 @@ PGconn *sidepq_connect(const char *conninfo, const char *appname, char *err, siz
         return NULL;
     }
     return c;
+}
+
+/* 'value' with \\ and \' escaped, as libpq's key=value syntax wants. */
+static void add_value(struct evbuffer *b, const char *v)
+{
+    evbuffer_add(b, "'", 1);
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '\'')
+            evbuffer_add(b, "\\", 1);
+        evbuffer_add(b, v, 1);
+    }
+    evbuffer_add(b, "'", 1);
+}
+
+char *sidepq_conninfo_app(const char *conninfo, const char *app, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", &perr);
+    if (!opts) {
+        snprintf(err, errlen, "sidecar_dsn does not parse: %s", perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return NULL;
+    }
+    struct evbuffer *b = evbuffer_new();
+    bool named = false;
+    for (PQconninfoOption *o = opts; b && o->keyword; o++) {
+        if (!o->val)
+            continue;
+        named |= strcmp(o->keyword, "application_name") == 0;
+        evbuffer_add_printf(b, "%s=", o->keyword);
+        add_value(b, o->val);
+        evbuffer_add(b, " ", 1);
+    }
+    if (b && !named) {
+        evbuffer_add_printf(b, "application_name=");
+        add_value(b, app);
+    }
+    PQconninfoFree(opts);
+    char *out = NULL;
+    if (b) {
+        size_t n = evbuffer_get_length(b);
+        out = malloc(n + 1);
+        if (out) {
+            evbuffer_remove(b, out, n);
+            out[n] = '\0';
+        }
+        evbuffer_free(b);
+    }
+    if (!out)
+        snprintf(err, errlen, "out of memory");
+    return out;
 }
 
 void sidepq_error(PGconn *c, const PGresult *r, char *err, size_t errlen)

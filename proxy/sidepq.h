@@ -18,6 +18,12 @@
  * password) on failure. */
 PGconn *sidepq_connect(const char *conninfo, const char *appname, char *err, size_t errlen);
 
+/* conninfo (URI or key=value) as key=value with application_name = app
+ * added unless it names one: the backfill's connections show who runs it
+ * (pg_stat_activity, the lock holder a refused run names). malloc'd; NULL
+ * when conninfo does not parse (err set). */
+char *sidepq_conninfo_app(const char *conninfo, const char *app, char *err, size_t errlen);
+
 /* The last error of c (or of r) as one line, without libpq's newline. */
 void sidepq_error(PGconn *c, const PGresult *r, char *err, size_t errlen);
 
