@@ -80,22 +80,18 @@ tg_session *abf_waiting_console(tg_runtime *rt, uint64_t id)
     return NULL;
 }
 
-/* Answer a console session that waits: `fill` writes rows or an error into
- * its output, then CommandComplete `tag` (NULL after an error) and
- * ReadyForQuery. */
-static void answer(tg_session *s, const char *tag)
+void abf_hold(tg_session *s)
 {
-    admin_complete_later(s, tag);
-}
-
-static void wait_for(adm_backfill *b, tg_session *s, abf_wait_kind kind)
-{
-    if (b->n_wait < ABF_WAITERS) {
-        b->wait[b->n_wait].sess = s->id;
-        b->wait[b->n_wait++].kind = kind;
-    }
     s->admin->waiting = true;
     snprintf(s->admin->wait_tag, sizeof(s->admin->wait_tag), "BACKFILL");
+}
+
+/* The caller checked abf_can_wait(). */
+static void wait_for(adm_backfill *b, tg_session *s, abf_wait_kind kind)
+{
+    b->wait[b->n_wait].sess = s->id;
+    b->wait[b->n_wait++].kind = kind;
+    abf_hold(s);
 }
 
 static bool abf_can_wait(const adm_backfill *b)
@@ -147,7 +143,7 @@ static abf_job *abf_job_new(tg_runtime *rt, tg_session *s, bool dry_run, char *e
     return j;
 }
 
-static void abf_job_free(abf_job *j)
+void abf_job_free(abf_job *j)
 {
     tg_bf_result_free(&j->res);
     free(j->snap.runs);
@@ -346,7 +342,7 @@ static void job_run(tg_job *jb)
 
 /* ---------------------------------------------------------------- answers */
 
-static const char *error_sqlstate(const tg_bf_result *res)
+const char *abf_error_sqlstate(const tg_bf_result *res)
 {
     if (strcmp(res->reason, "lock_held") == 0)
         return TG_SQLSTATE_LOCK_NOT_AVAILABLE;
@@ -401,11 +397,11 @@ static void answer_start(tg_runtime *rt, abf_job *j)
         ok = ok || j->res.status == TG_BF_OK;
         if (ok) {
             write_runs(j, out);
-            answer(s, NULL);   /* CommandComplete is written by write_runs */
+            admin_complete_later(s, NULL);   /* write_runs wrote CommandComplete */
         } else {
-            adm_error(out, error_sqlstate(&j->res), j->res.message[0] ? j->res.message : "backfill failed",
+            adm_error(out, abf_error_sqlstate(&j->res), j->res.message[0] ? j->res.message : "backfill failed",
                       strcmp(j->res.reason, "unresolvable") == 0 ? "BACKFILL DRY RUN shows the plan." : NULL);
-            answer(s, NULL);
+            admin_complete_later(s, NULL);
         }
     }
 }
@@ -420,7 +416,7 @@ static void answer_all(tg_runtime *rt, abf_wait_kind kind, const char *tag, cons
             continue;
         if (notice)
             adm_notice(bufferevent_get_output(s->cl.bev), notice);
-        answer(s, tag);
+        admin_complete_later(s, tag);
     }
 }
 
@@ -525,8 +521,7 @@ static bool parse_options(const adm_args *a, abf_job *j, bool dry, const char **
     return true;
 }
 
-/* Common checks; NULL (answered) when the command cannot go on. */
-static abf_job *prepare(tg_session *s, const adm_args *a, bool dry, struct evbuffer *out, const char *syntax)
+abf_job *abf_prepare(tg_session *s, const adm_args *a, bool dry, struct evbuffer *out, const char *syntax)
 {
     tg_runtime *rt = s->rt;
     if (!rt->cfg->sidecar_dsn[0]) {
@@ -566,7 +561,7 @@ bool adm_backfill_start(tg_session *s, const adm_args *a, struct evbuffer *out)
                   "SHOW BACKFILL follows it; BACKFILL PAUSE or CANCEL stop it.");
         return true;
     }
-    abf_job *j = prepare(s, a, false, out, syntax);
+    abf_job *j = abf_prepare(s, a, false, out, syntax);
     if (!j)
         return true;
     j->job.run = job_run;
@@ -661,57 +656,6 @@ bool adm_backfill_cancel(tg_session *s, const adm_args *a, struct evbuffer *out)
         return true;
     }
     wait_for(b, s, ABF_W_CANCEL);   /* answered when the runs are closed */
-    return false;
-}
-
-/* ---------------------------------------------------------------- DRY RUN */
-
-static void dry_done(tg_job *jb)
-{
-    abf_job *j = (abf_job *)jb;
-    tg_session *s = abf_waiting_console(j->rt, j->dry_session);
-    if (s) {
-        struct evbuffer *out = bufferevent_get_output(s->cl.bev);
-        const tg_bf_result *res = &j->res;
-        if (jb->cancelled || (res->status != TG_BF_OK && strcmp(res->reason, "unresolvable") != 0)) {
-            adm_error(out, jb->cancelled ? TG_SQLSTATE_ADMIN_SHUTDOWN : error_sqlstate(res),
-                      jb->cancelled ? "tenantguard is shutting down" : res->message, NULL);
-            answer(s, NULL);
-        } else {
-            if (res->message[0])
-                adm_notice(out, res->message);   /* unresolvable rows: what a START would refuse */
-            abf_write_plan(res, out);
-            answer(s, NULL);
-        }
-    }
-    abf_job_free(j);
-}
-
-static void dry_run(tg_job *jb)
-{
-    abf_job *j = (abf_job *)jb;
-    tg_backfill_run(&j->o, NULL, NULL, NULL, &j->res);
-}
-
-bool adm_backfill_dry_run(tg_session *s, const adm_args *a, struct evbuffer *out)
-{
-    abf_job *j = prepare(s, a, true, out, "BACKFILL DRY RUN [TABLE t]");
-    if (!j)
-        return true;
-    j->job.run = dry_run;
-    j->job.done = dry_done;
-    j->dry_session = s->id;
-    tg_workq *q = abf_jobs(s->rt);
-    if (!q || workq_submit(q, &j->job) != 0) {
-        abf_job_free(j);
-        adm_error(out, TG_SQLSTATE_OBJECT_IN_USE, "tenantguard console: too many sidecar jobs waiting; try again",
-                  NULL);
-        return true;
-    }
-    tg_clog(TG_LOG_INFO, &s->log, "admin %s: BACKFILL DRY RUN%s%s", s->admin->user, j->o.table ? " TABLE " : "",
-            j->o.table ? j->o.table : "");
-    s->admin->waiting = true;
-    snprintf(s->admin->wait_tag, sizeof(s->admin->wait_tag), "BACKFILL");
     return false;
 }
 

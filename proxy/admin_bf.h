@@ -55,11 +55,22 @@ typedef struct abf_job {
     uint64_t dry_session;       /* DRY RUN: the console that gets the plan */
 } abf_job;
 
+/* A job for the console session s of this command (sidecar_dsn, the
+ * options of a[]: TABLE, and for START BATCH / MAX ROWS / THROTTLE), or NULL
+ * with the error written to out. */
+abf_job *abf_prepare(tg_session *s, const adm_args *a, bool dry, struct evbuffer *out, const char *syntax);
+void abf_job_free(abf_job *j);
+/* The SQLSTATE a console answer gets for a call that did not succeed. */
+const char *abf_error_sqlstate(const tg_bf_result *res);
+/* The command answers later: the console reads no more until then. */
+void abf_hold(tg_session *s);
+
 /* The short-job queue (SHOW BACKFILL, DRY RUN), created when first needed. */
 tg_workq *abf_jobs(struct tg_runtime *rt);
 /* The console session `id` when it still waits for an answer, else NULL. */
 tg_session *abf_waiting_console(struct tg_runtime *rt, uint64_t id);
-/* DRY RUN's answer: one row per table of the plan, then CommandComplete. */
+/* DRY RUN's answer: the engine's message as a NOTICE (unresolvable rows),
+ * one row per table of the plan, then CommandComplete. */
 void abf_write_plan(const tg_bf_result *res, struct evbuffer *out);
 /* Does this process drive run `run_id` now (and is it paused)? */
 bool admin_backfill_runs_here(const struct tg_runtime *rt, int64_t run_id, bool *paused);

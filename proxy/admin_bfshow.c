@@ -1,5 +1,6 @@
 /*
- * admin_bfshow.c -- SHOW BACKFILL [n] and the table of BACKFILL DRY RUN.
+ * admin_bfshow.c -- the console's backfill answers that are tables: BACKFILL
+ * DRY RUN (the plan, on a short-job worker) and SHOW BACKFILL [n].
  *
  * SHOW BACKFILL reads operation_runs (tg_status_json, the same reader as
  * `tenantguard status`) on a worker thread, so it is true across processes
@@ -47,6 +48,8 @@ static void join_ids(const int64_t *ids, int n, char *buf, size_t len)
 
 void abf_write_plan(const tg_bf_result *res, struct evbuffer *out)
 {
+    if (res->message[0])
+        adm_notice(out, res->message);
     static const adm_col cols[] = {{"table", ADM_TEXT},        {"scanned", ADM_INT8},
                                    {"missing", ADM_INT8},      {"unresolvable", ADM_INT8},
                                    {"sample_ids", ADM_TEXT},   {"sample_tenants", ADM_TEXT}};
@@ -65,6 +68,52 @@ void abf_write_plan(const tg_bf_result *res, struct evbuffer *out)
     char tag[40];
     snprintf(tag, sizeof(tag), "BACKFILL %d", res->n_tables);
     adm_complete(out, tag);
+}
+
+
+static void dry_done(tg_job *jb)
+{
+    abf_job *j = (abf_job *)jb;
+    tg_session *s = abf_waiting_console(j->rt, j->dry_session);
+    if (s) {
+        struct evbuffer *out = bufferevent_get_output(s->cl.bev);
+        const tg_bf_result *res = &j->res;
+        if (jb->cancelled)
+            adm_error(out, TG_SQLSTATE_ADMIN_SHUTDOWN, "tenantguard is shutting down", NULL);
+        else if (res->status != TG_BF_OK && strcmp(res->reason, "unresolvable") != 0)
+            adm_error(out, abf_error_sqlstate(res), res->message, NULL);
+        else
+            abf_write_plan(res, out);   /* unresolvable rows: the plan, and what START would say */
+        admin_complete_later(s, NULL);
+    }
+    abf_job_free(j);
+}
+
+static void dry_run(tg_job *jb)
+{
+    abf_job *j = (abf_job *)jb;
+    tg_backfill_run(&j->o, NULL, NULL, NULL, &j->res);
+}
+
+bool adm_backfill_dry_run(tg_session *s, const adm_args *a, struct evbuffer *out)
+{
+    abf_job *j = abf_prepare(s, a, true, out, "BACKFILL DRY RUN [TABLE t]");
+    if (!j)
+        return true;
+    j->job.run = dry_run;
+    j->job.done = dry_done;
+    j->dry_session = s->id;
+    tg_workq *q = abf_jobs(s->rt);
+    if (!q || workq_submit(q, &j->job) != 0) {
+        abf_job_free(j);
+        adm_error(out, TG_SQLSTATE_OBJECT_IN_USE, "tenantguard console: too many sidecar jobs waiting; try again",
+                  NULL);
+        return true;
+    }
+    tg_clog(TG_LOG_INFO, &s->log, "admin %s: BACKFILL DRY RUN%s%s", s->admin->user, j->o.table ? " TABLE " : "",
+            j->o.table ? j->o.table : "");
+    abf_hold(s);
+    return false;
 }
 
 /* ---------------------------------------------------------------- SHOW BACKFILL */
@@ -251,7 +300,6 @@ bool adm_show_backfill(tg_session *s, const adm_args *a, struct evbuffer *out)
                   NULL);
         return true;
     }
-    s->admin->waiting = true;
-    snprintf(s->admin->wait_tag, sizeof(s->admin->wait_tag), "BACKFILL");
+    abf_hold(s);
     return false;
 }
