@@ -429,11 +429,15 @@ static void note_done(tg_job *jb)
     case ABF_NOTE_STARTED:
         answer_start(rt, j);
         break;
-    case ABF_NOTE_PAUSED:
-        log_info("console backfill: paused between two batches (%" PRId64 " of %" PRId64 " rows done)",
-                 j->snap.done_rows, j->snap.total_rows);
+    case ABF_NOTE_PAUSED: {
+        pthread_mutex_lock(&j->mu);
+        int64_t done = j->snap.done_rows, total = j->snap.total_rows;
+        pthread_mutex_unlock(&j->mu);
+        log_info("console backfill: paused between two batches (%" PRId64 " of %" PRId64 " rows done)", done,
+                 total);
         answer_all(rt, ABF_W_PAUSE, "BACKFILL PAUSE", NULL);
         break;
+    }
     case ABF_NOTE_RESUMED:
         log_info("console backfill: resumed");
         break;
@@ -487,12 +491,21 @@ static bool number(const adm_args *a, int i, int64_t lo, int64_t hi, int64_t *ou
     return true;
 }
 
+static bool usage_near(struct evbuffer *out, const char *syntax, const char *near)
+{
+    char hint[200], msg[160];
+    snprintf(hint, sizeof(hint), "Syntax: %s", syntax);
+    if (near)
+        snprintf(msg, sizeof(msg), "tenantguard console: bad arguments at \"%.60s\"", near);
+    else
+        snprintf(msg, sizeof(msg), "tenantguard console: bad arguments");
+    adm_error(out, TG_SQLSTATE_SYNTAX_ERROR, msg, hint);
+    return true;
+}
+
 static bool usage(struct evbuffer *out, const char *syntax)
 {
-    char hint[200];
-    snprintf(hint, sizeof(hint), "Syntax: %s", syntax);
-    adm_error(out, TG_SQLSTATE_SYNTAX_ERROR, "tenantguard console: bad arguments", hint);
-    return true;
+    return usage_near(out, syntax, NULL);
 }
 
 /* TABLE t, BATCH n, MAX ROWS n, THROTTLE ms into j->o (DRY RUN: TABLE only). */
@@ -537,8 +550,8 @@ abf_job *abf_prepare(tg_session *s, const adm_args *a, bool dry, struct evbuffer
         return NULL;
     }
     if (!parse_options(a, j, dry, &bad)) {
+        usage_near(out, syntax, bad);
         abf_job_free(j);
-        usage(out, syntax);
         return NULL;
     }
     if (j->o.table && !tg_bf_find_table(&j->cfg->policy, j->o.table)) {

@@ -71,6 +71,11 @@ def test_dry_run_answers_the_plan_and_writes_nothing(cp, db):
         r = q(c, "BACKFILL DRY RUN TABLE nosuch")
         assert r.sqlstate == "42601" and "not a watched table" in r.message and "policies" in r.hint
         assert q(c, "BACKFILL DRY RUN BATCH 5").sqlstate == "42601"
+        r = q(c, "BACKFILL START BATCH zero")
+        assert r.sqlstate == "42601" and r.message == 'tenantguard console: bad arguments at "batch"'
+        assert r.hint == "Syntax: BACKFILL START [TABLE t] [BATCH n] [MAX ROWS n] [THROTTLE ms]"
+        assert q(c, "BACKFILL START MAX ROWS 0").sqlstate == "42601"
+        assert q(c, "BACKFILL PAUSE NOW").sqlstate == "42601"
     assert a.columns == b.names and a.rows == b.rows
     plan = {r["table"]: r for r in a.dicts()}
     assert set(plan) == set(WATCHED)
