@@ -215,7 +215,10 @@ def test_pause_and_resume_are_recorded_and_hold_between_batches(cp, db):
         assert [a["action"] for a in db.audits()].count(ACTION + "paused") == 3
         assert ok(c, "BACKFILL PAUSE").tag == "BACKFILL PAUSE"   # already paused: at once
         assert "paused already" in c.notices[-1]
-        assert ok(c, "BACKFILL RESUME").tag == "BACKFILL RESUME"
+        r = psql(cp, "BACKFILL PAUSE")
+        assert r.stdout.strip() == "BACKFILL PAUSE" and "paused already" in r.stderr
+        r = psql(cp, "BACKFILL RESUME")
+        assert r.stdout.strip() == "BACKFILL RESUME"
         wait_done(c)
     runs = runs_of(db, ids)
     assert all(r["context"]["paused"] is False and r["context"]["resumed_by"] == ADMIN_USER for r in runs)
@@ -234,8 +237,8 @@ def test_cancel_mid_run_stops_between_batches_and_start_resumes(cp, db):
     with connect(cp) as c:
         ids = {r["run_id"] for r in ok(c, "BACKFILL START BATCH 10 THROTTLE 30").dicts()}
         tgtest.wait_until(lambda: sum(int(r["processed"]) for r in show(c)) > 0, 30, what="some progress")
-        r = ok(c, "BACKFILL CANCEL")                       # answered once the runs are closed
-        assert r.tag == "BACKFILL CANCEL" and any("cancelled by the operator" in n for n in c.notices)
+        r = psql(cp, "BACKFILL CANCEL")                    # answered once the runs are closed
+        assert r.stdout.strip() == "BACKFILL CANCEL" and "NOTICE:  cancelled by the operator" in r.stderr
         # nothing runs any more: the second cancel has nothing to stop
         assert q(c, "BACKFILL CANCEL").sqlstate == "55000"
         runs = runs_of(db, ids)
