@@ -59,6 +59,8 @@ struct tg_vaudit {
     vaudit_batch *in_flight;
     struct event *retry;        /* back-off after a lost connection */
     int fail_streak;
+    time_t refused_logged;      /* last "dropped" line: at most one a minute */
+    uint64_t refused_unlogged;  /* entries dropped since */
     /* the audit thread's, touched only while a batch is in flight */
     PGconn *conn;
     char *conn_dsn;             /* the sidecar_dsn conn was opened with */
@@ -175,9 +177,29 @@ static void free_entries(vaudit_entry *e)
 static void batch_run(tg_job *j);
 static void batch_done(tg_job *j);
 
+static void dropped(tg_vaudit *va, int n, const char *why)
+{
+    time_t now = time(NULL);
+    va->rt->stats->audit_dropped += (uint64_t)n;
+    va->refused_unlogged += (uint64_t)n;
+    if (now - va->refused_logged < 60)
+        return;
+    log_error("violation_audit: %" PRIu64 " entries dropped: %s", va->refused_unlogged, why);
+    va->refused_logged = now;
+    va->refused_unlogged = 0;
+}
+
 /* Send the next batch when none is in flight and no back-off waits. */
 static void kick(tg_vaudit *va)
 {
+    if (!va->rt->cfg->violation_audit && va->head) {
+        /* Turned off by a reload: what still waits is not written. */
+        dropped(va, va->n_pending, "violation_audit was turned off");
+        free_entries(va->head);
+        va->head = NULL;
+        va->tail = &va->head;
+        va->n_pending = 0;
+    }
     if (va->in_flight || !va->head || evtimer_pending(va->retry, NULL))
         return;
     if (!va->q && !(va->q = workq_new(va->mb, "audit", 1, 1)))
@@ -250,8 +272,7 @@ static void batch_done(tg_job *j)
         break;
     }
     case VB_REFUSED:
-        st->audit_dropped += (uint64_t)b->n;
-        log_error("violation_audit: %d entries dropped: %s", b->n, b->err);
+        dropped(va, b->n, b->err);
         break;
     }
     free_entries(b->first);

@@ -194,3 +194,21 @@ def test_violation_audit_needs_sidecar_dsn(proxy_factory, workdir):
     p = console_proxy(proxy_factory, workdir, {"violation_audit": "on"}, start=False)
     r = subprocess.run([tgtest.BINARY, "check-config", "-c", p.config_path], capture_output=True, text=True)
     assert r.returncode == 1 and "violation_audit = on needs sidecar_dsn" in r.stderr
+
+
+def test_violation_audit_turned_off_drops_what_waits(proxy_factory, workdir, db):
+    cp = console_proxy(proxy_factory, workdir, {"mode": "enforce", "violation_audit": "on",
+                                                "sidecar_dsn": f"host=127.0.0.1 port={tgtest.free_port()} "
+                                                               f"dbname={db.name}"})
+    with app_conn(cp, db) as app:
+        for _ in range(2):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute("INSERT INTO policies (tenant_id, workspace_id, name) VALUES (3, 1, 'q')")
+    with connect(cp) as c:
+        assert ok(c, "SHOW STATS").dicts()[-1]["audit_dropped"] == "0"     # waiting, retried
+        cp.write_config({"violation_audit": "off"})
+        ok(c, "RELOAD")
+        total = tgtest.wait_until(lambda: ok(c, "SHOW STATS").dicts()[-1]["audit_dropped"] == "2" and
+                                  ok(c, "SHOW STATS").dicts()[-1], 40, what="the waiting entries dropped")
+        assert total["audit_written"] == "0"
+    assert "violation_audit was turned off" in cp.log()
