@@ -804,6 +804,11 @@ static bool validate(load_state *st)
                   "violation_audit = on needs sidecar_dsn (the connection it writes with)");
         return false;
     }
+    if (c->violation_audit && !st->pt.audit_table[0]) {
+        set_error(st, line_of(st, "tenantguard", "violation_audit"),
+                  "violation_audit = on needs an audit_table (the table it writes into)");
+        return false;
+    }
     if (!c->server_host[0]) {
         set_error(st, line_of(st, "tenantguard", "server_host"), "server_host is empty");
         return false;

@@ -20,5 +20,9 @@
 #define TG_SQLSTATE_INSUFFICIENT_PRIVILEGE  "42501" /* an isolation rule violation */
 #define TG_SQLSTATE_SYNTAX_ERROR            "42601" /* admin console: bad command */
 #define TG_SQLSTATE_INTERNAL_ERROR          "XX000"
+#define TG_SQLSTATE_CANNOT_CONNECT          "08001" /* console: the sidecar cannot reach PostgreSQL */
+#define TG_SQLSTATE_NOT_IN_PREREQUISITE     "55000" /* console: no run to pause; unresolvable rows */
+#define TG_SQLSTATE_OBJECT_IN_USE           "55006" /* console: a backfill already runs here */
+#define TG_SQLSTATE_LOCK_NOT_AVAILABLE      "55P03" /* console: another run holds the backfill lock */
 
 #endif

@@ -201,7 +201,8 @@ void admin_complete_later(tg_session *s, const char *tag)
     if (s->state != SS_ADMIN || !s->admin->waiting)
         return;
     struct evbuffer *out = bufferevent_get_output(s->cl.bev);
-    adm_complete(out, tag);
+    if (tag)
+        adm_complete(out, tag);
     pgf_ready(out, 'I');
     s->admin->waiting = false;
     bufferevent_enable(s->cl.bev, EV_READ);

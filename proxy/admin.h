@@ -9,6 +9,8 @@
  *                 through libgsasl, `tenantguard passwd`
  *   admin_cmd.c   the command table, the tokenizer, SET/RELOAD/PAUSE/KILL/SHUTDOWN
  *   admin_show.c  every SHOW, each described as a table of columns
+ *   admin_backfill.c  BACKFILL DRY RUN|START|PAUSE|RESUME|CANCEL on the
+ *                 backfill thread (admin_bf.h), admin_bfshow.c SHOW BACKFILL
  */
 #ifndef TG_ADMIN_H
 #define TG_ADMIN_H
@@ -42,7 +44,9 @@ typedef struct admin_state {
 /* ---- admin.c ---- */
 void admin_begin(tg_session *s);            /* after the StartupMessage */
 void admin_free(tg_session *s);
-/* Finish a command that answered later (PAUSE): CommandComplete + ReadyForQuery. */
+/* Finish a command that answered later (PAUSE, BACKFILL ...): CommandComplete
+ * `tag` (none when NULL: the answer written before ends in an ErrorResponse
+ * or its own CommandComplete) + ReadyForQuery, and read on. */
 void admin_complete_later(tg_session *s, const char *tag);
 
 /* ---- admin_auth.c ---- */
@@ -107,5 +111,29 @@ bool adm_show_mem(tg_session *s, const adm_args *a, struct evbuffer *out);
 
 /* Janitor: finish PAUSE commands once nothing is in flight. */
 void admin_tick(struct tg_runtime *rt);
+
+/* ---- admin_backfill.c, admin_bfshow.c: the backfill from the console ---- */
+typedef struct adm_backfill adm_backfill;
+bool adm_backfill_dry_run(tg_session *s, const adm_args *a, struct evbuffer *out);
+bool adm_backfill_start(tg_session *s, const adm_args *a, struct evbuffer *out);
+bool adm_backfill_pause(tg_session *s, const adm_args *a, struct evbuffer *out);
+bool adm_backfill_resume(tg_session *s, const adm_args *a, struct evbuffer *out);
+bool adm_backfill_cancel(tg_session *s, const adm_args *a, struct evbuffer *out);
+bool adm_show_backfill(tg_session *s, const adm_args *a, struct evbuffer *out);
+
+int admin_backfill_init(struct tg_runtime *rt);
+/* Exit: ask a running backfill to stop between batches (its runs stay
+ * active, resumable) and join the backfill thread. */
+void admin_backfill_stop(struct tg_runtime *rt);
+void admin_backfill_free(struct tg_runtime *rt);
+
+/* The console run of this process, for the metrics; false when none. */
+typedef struct abf_progress {
+    bool started, paused;
+    int n_runs;
+    int64_t done_rows, total_rows, rows_this_call;
+    double elapsed;
+} abf_progress;
+bool admin_backfill_progress(const struct tg_runtime *rt, abf_progress *p);
 
 #endif

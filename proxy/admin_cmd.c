@@ -53,6 +53,9 @@ static const adm_cmd commands[] = {
     {{"SHOW", "VIOLATIONS"}, "SHOW VIOLATIONS [n]",
      "the last n (default 50) rejections and refusals: time, client, table, rule, fingerprint",
      adm_show_violations},
+    {{"SHOW", "BACKFILL"}, "SHOW BACKFILL [n]",
+     "backfill runs from operation_runs (every process): status, state, progress per table, rate, ETA",
+     adm_show_backfill},
     {{"SHOW", "MEM"}, "SHOW MEM", "objects and bytes: sessions, request queues, decision cache, violation log",
      adm_show_mem},
     {{"SET", "MODE"}, "SET mode = off|observe|enforce|default [FOR TABLE name]",
@@ -64,6 +67,17 @@ static const adm_cmd commands[] = {
     {{"KILL", "CLIENT"}, "KILL CLIENT id", "close a client session (57P01)", cmd_kill},
     {{"SHUTDOWN"}, "SHUTDOWN [WAIT]",
      "stop tenantguard: at once (57P01 to every session), or WAIT for sessions as SIGTERM does", cmd_shutdown},
+    {{"BACKFILL", "DRY", "RUN"}, "BACKFILL DRY RUN [TABLE t]",
+     "the backfill's plan per table: scanned, missing, unresolvable (with sample ids); writes nothing",
+     adm_backfill_dry_run},
+    {{"BACKFILL", "START"}, "BACKFILL START [TABLE t] [BATCH n] [MAX ROWS n] [THROTTLE ms]",
+     "start the backfill in the background (same engine and lock as the CLI); answers with its runs",
+     adm_backfill_start},
+    {{"BACKFILL", "PAUSE"}, "BACKFILL PAUSE", "hold this process's backfill between two batches (recorded)",
+     adm_backfill_pause},
+    {{"BACKFILL", "RESUME"}, "BACKFILL RESUME", "let a paused backfill go on (recorded)", adm_backfill_resume},
+    {{"BACKFILL", "CANCEL"}, "BACKFILL CANCEL",
+     "stop this process's backfill between two batches and close its runs as cancelled", adm_backfill_cancel},
     TG_ADMIN_EXTRA_COMMANDS
 };
 

@@ -19,10 +19,13 @@
 #include "policy/sqlstate.h"
 #include "proxy/admin.h"
 #include "proxy/commands.h"
+#include "proxy/metrics.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
 #include "proxy/sidecar.h"
 #include "proxy/track.h"
+#include "proxy/vaudit.h"
+#include "proxy/worker.h"
 
 /* ---------------------------------------------------------------- policy */
 
@@ -152,16 +155,25 @@ static void maybe_exit(tg_runtime *rt)
     }
 }
 
+/* Free a dead session; its byte counts stay in the runtime's totals. */
+static void reap_one(tg_runtime *rt, tg_session *s)
+{
+    TAILQ_REMOVE(&rt->justfree, s, link);
+    rt->counters.client_bytes_in += s->cl.bytes_in;
+    rt->counters.client_bytes_out += s->cl.bytes_out;
+    rt->counters.server_bytes_in += s->sv.bytes_in;
+    rt->counters.server_bytes_out += s->sv.bytes_out;
+    sess_free(s);
+}
+
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     tg_runtime *rt = arg;
     tg_session *s;
-    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL) {
-        TAILQ_REMOVE(&rt->justfree, s, link);
-        sess_free(s);
-    }
+    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL)
+        reap_one(rt, s);
     maybe_exit(rt);
 }
 
@@ -384,7 +396,12 @@ static int setup(tg_runtime *rt, tg_config *cfg)
     if (!rt->dns)   /* no resolv.conf: numeric hosts still work */
         rt->dns = evdns_base_new(rt->base, 0);
     rt->cancels = cancel_map_new();
-    if (!rt->dns || !rt->cancels) {
+    rt->mailbox = mailbox_new(rt->base);
+    if (rt->mailbox) {
+        rt->vaudit = vaudit_new(rt, rt->mailbox);
+        admin_backfill_init(rt);
+    }
+    if (!rt->dns || !rt->cancels || !rt->mailbox || !rt->vaudit || !rt->backfill) {
         log_error("out of memory");
         return -1;
     }
@@ -440,23 +457,42 @@ static int setup(tg_runtime *rt, tg_config *cfg)
         log_error("out of memory");
         return -1;
     }
-    if (listeners_open(rt, err, sizeof(err)) != 0) {
+    if (listeners_open(rt, err, sizeof(err)) != 0 || metrics_start(rt, &rt->metrics, err, sizeof(err)) != 0) {
         log_error("%s", err);
         return -1;
     }
     return 0;
 }
 
+/* Worker threads at exit: a console backfill stops between two batches
+ * (resumable), queued violations get a last write, then every thread is
+ * joined and every job's done() has run. */
+static void stop_workers(tg_runtime *rt)
+{
+    admin_backfill_stop(rt);
+    vaudit_stop(rt->vaudit);
+    workq_stop(rt->jobs, false);
+    mailbox_drain(rt->mailbox);
+    vaudit_free(rt->vaudit);
+    admin_backfill_free(rt);
+    workq_free(rt->jobs);
+    mailbox_free(rt->mailbox);
+    rt->vaudit = NULL;
+    rt->jobs = NULL;
+    rt->mailbox = NULL;
+}
+
 static void teardown(tg_runtime *rt)
 {
     listeners_close(rt);
+    metrics_free(rt->metrics);
+    rt->metrics = NULL;
     tg_session *s;
     while ((s = TAILQ_FIRST(&rt->sessions)) != NULL)
         sess_close(s, "exit");
-    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL) {
-        TAILQ_REMOVE(&rt->justfree, s, link);
-        sess_free(s);
-    }
+    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL)
+        reap_one(rt, s);
+    stop_workers(rt);
     struct event *evs[] = {rt->reaper, rt->janitor, rt->ev_term, rt->ev_int, rt->ev_hup};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

@@ -24,6 +24,7 @@
 #include "proxy/runtime.h"
 #include "proxy/stmtctx.h"
 #include "proxy/track.h"
+#include "proxy/vaudit.h"
 
 /* ---------------------------------------------------------------- errors */
 
@@ -66,6 +67,7 @@ static void count_server_violation(tg_session *s, const pgf_error_fields *f, tra
     if (c && c->text)
         rw_fingerprint(c->text, v.fingerprint);
     tg_stats_violation(rt->stats, &v);
+    vaudit_violation(s, &v, f->message);
     tg_clog(TG_LOG_INFO, &s->log, "rejected: %s %s on %s (statement %s)", v.sqlstate, v.rule,
             v.table[0] ? v.table : "-", v.fingerprint[0] ? v.fingerprint : "?");
 }

@@ -4,7 +4,8 @@
  *
  * Together with the config pointer inside it, this is the only process-wide
  * state (style habit 11). Everything here is touched from the event-loop
- * thread only.
+ * thread only; worker threads (worker.h) get copies and config references
+ * in their jobs and answer through the mailbox.
  */
 #ifndef TG_RUNTIME_H
 #define TG_RUNTIME_H
@@ -26,6 +27,11 @@ struct evdns_base;
 struct evconnlistener;
 struct event;
 struct cancel_map;
+struct tg_mailbox;
+struct tg_workq;
+struct adm_backfill;
+struct tg_vaudit;
+struct tg_metrics;
 
 typedef enum {
     RT_RUNNING = 0,
@@ -43,6 +49,8 @@ typedef struct rt_counters {
     uint64_t cancels_forwarded;
     uint64_t cancels_unknown;
     uint64_t protocol_errors;
+    /* bytes of the sessions freed so far (live ones add theirs) */
+    uint64_t client_bytes_in, client_bytes_out, server_bytes_in, server_bytes_out;
 } rt_counters;
 
 typedef struct tg_runtime {
@@ -92,6 +100,13 @@ typedef struct tg_runtime {
     tg_stats *stats;                /* counters per table/rule, violation ring */
     uint64_t observed_seen[4096];   /* fingerprints whose would-be rewrite was logged */
     int observed_count;
+
+    /* worker threads (worker.h) and what runs on them */
+    struct tg_mailbox *mailbox;     /* results of worker threads, run on this loop */
+    struct tg_workq *jobs;          /* short sidecar jobs (SHOW BACKFILL, DRY RUN); made when first needed */
+    struct adm_backfill *backfill;  /* the console's backfill run (admin_backfill.c) */
+    struct tg_vaudit *vaudit;       /* violation_audit (vaudit.h) */
+    struct tg_metrics *metrics;     /* GET /metrics (metrics.h); NULL when off */
 } tg_runtime;
 
 /* Rebuild the compiled policy from rt->cfg (start-up, reload, mode change). */

@@ -23,6 +23,7 @@
 #include "proxy/runtime.h"
 #include "proxy/stmtctx.h"
 #include "proxy/track.h"
+#include "proxy/vaudit.h"
 
 /* What the proxy sends in place of a statement it refuses itself. It fails
  * at parse analysis (42703) with the marker in the message. */
@@ -149,6 +150,7 @@ static void record_violation(tg_session *s, int table, int rule, const char *sql
     if (text)
         rw_fingerprint(text, v.fingerprint);
     tg_stats_violation(s->rt->stats, &v);
+    vaudit_violation(s, &v, NULL);
     tg_clog(TG_LOG_INFO, &s->log, "%s: %s %s on %s (statement %s)",
             observed ? "would refuse (observe)" : "refused", v.sqlstate, v.rule,
             v.table[0] ? v.table : "-", v.fingerprint[0] ? v.fingerprint : "unparsed");

@@ -130,6 +130,11 @@ static const case_t cases[] = {
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", 2, "line longer than", NULL},
     {"syntax error", "[tenantguard]\nthis line has no equals\n", 2, "syntax error", NULL},
+    {"violation_audit needs sidecar_dsn", "[tenantguard]\nviolation_audit = on\n", 2, "needs sidecar_dsn", NULL},
+    {"violation_audit needs an audit table",
+     "[tenantguard]\nsidecar_dsn = dbname=x\nviolation_audit = on\n[policy]\naudit_table =\n", 3,
+     "needs an audit_table", NULL},
+    {"non-loopback console", "[tenantguard]\nadmin_addr = 10.0.0.1\n", 2, "admin_allow_remote", NULL},
 };
 
 static void run_case(void **state)
