@@ -20,6 +20,9 @@
 #define TG_SQLSTATE_INSUFFICIENT_PRIVILEGE  "42501" /* an isolation rule violation */
 #define TG_SQLSTATE_SYNTAX_ERROR            "42601" /* admin console: bad command */
 #define TG_SQLSTATE_INTERNAL_ERROR          "XX000"
+#define TG_SQLSTATE_INVALID_CATALOG_NAME    "3D000" /* console: the database is not "tenantguard" */
+#define TG_SQLSTATE_CONFIG_FILE_ERROR       "F0000" /* console RELOAD of a bad config */
+#define TG_SQLSTATE_UNDEFINED_OBJECT        "42704" /* console: no such client */
 #define TG_SQLSTATE_CANNOT_CONNECT          "08001" /* console: the sidecar cannot reach PostgreSQL */
 #define TG_SQLSTATE_NOT_IN_PREREQUISITE     "55000" /* console: no run to pause; unresolvable rows */
 #define TG_SQLSTATE_OBJECT_IN_USE           "55006" /* console: a backfill already runs here */

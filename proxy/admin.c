@@ -85,7 +85,7 @@ void admin_begin(tg_session *s)
         char msg[160];
         snprintf(msg, sizeof(msg), "database \"%.64s\" does not exist: the console's database is tenantguard",
                  s->cl.database);
-        sess_fatal(s, "3D000", msg, NULL);
+        sess_fatal(s, TG_SQLSTATE_INVALID_CATALOG_NAME, msg, NULL);
         return;
     }
     if (!rt->admin_users) {
@@ -227,6 +227,7 @@ static void admin_read_cb(struct bufferevent *bev, void *arg)
         size_t wire = pgf_wire_len(&h);
         s->cl.bytes_in += wire;
         s->last_activity = time(NULL);
+        size_t out_before = evbuffer_get_length(out);
         switch (h.type) {
         case PG_FE_QUERY: {
             if (s->admin->skipping)
@@ -243,6 +244,7 @@ static void admin_read_cb(struct bufferevent *bev, void *arg)
                 return;   /* SHUTDOWN or KILL of ourselves */
             if (done)
                 pgf_ready(out, 'I');
+            s->cl.bytes_out += evbuffer_get_length(out) - out_before;
             else
                 bufferevent_disable(bev, EV_READ);   /* answered later */
             continue;

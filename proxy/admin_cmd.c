@@ -279,7 +279,7 @@ static bool cmd_reload(tg_session *s, const adm_args *a, struct evbuffer *out)
     char err[600];
     tg_clog(TG_LOG_INFO, &s->log, "admin %s: RELOAD", s->admin->user);
     if (rt_reload(s->rt, err, sizeof(err)) != 0) {
-        adm_error(out, "F0000", err, "The running config stays in force.");
+        adm_error(out, TG_SQLSTATE_CONFIG_FILE_ERROR, err, "The running config stays in force.");
         return true;
     }
     adm_complete(out, "RELOAD");
@@ -355,7 +355,7 @@ static bool cmd_kill(tg_session *s, const adm_args *a, struct evbuffer *out)
     }
     char msg[96];
     snprintf(msg, sizeof(msg), "tenantguard console: no client with id %llu", id);
-    adm_error(out, "42704", msg, "SHOW CLIENTS lists them.");
+    adm_error(out, TG_SQLSTATE_UNDEFINED_OBJECT, msg, "SHOW CLIENTS lists them.");
     return true;
 }
 
