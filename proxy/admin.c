@@ -244,9 +244,9 @@ static void admin_read_cb(struct bufferevent *bev, void *arg)
                 return;   /* SHUTDOWN or KILL of ourselves */
             if (done)
                 pgf_ready(out, 'I');
-            s->cl.bytes_out += evbuffer_get_length(out) - out_before;
             else
                 bufferevent_disable(bev, EV_READ);   /* answered later */
+            s->cl.bytes_out += evbuffer_get_length(out) - out_before;
             continue;
         }
         case PG_FE_TERMINATE:
