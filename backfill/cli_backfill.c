@@ -446,7 +446,10 @@ static void help(const tg_policy *p)
 static const char *default_actor(char *buf, size_t len)
 {
     const char *user = getenv("USER");
-    struct passwd *pw = user ? NULL : getpwuid(geteuid());
+    struct passwd pwbuf, *pw = NULL;
+    char pwstr[1024];
+    if (!user && getpwuid_r(geteuid(), &pwbuf, pwstr, sizeof(pwstr), &pw) != 0)
+        pw = NULL;
     char host[256] = "localhost";
     gethostname(host, sizeof(host) - 1);
     snprintf(buf, len, "cli:%s@%s", user ? user : pw ? pw->pw_name : "unknown", host);

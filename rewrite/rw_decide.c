@@ -230,7 +230,9 @@ static bool decide_statements(rw_ctx *c, List *tree, out_spec *o, rw_buf *out)
     /* After a statement that changes name resolution, the rest of the text
      * is decided with the path unknown: an unqualified watched name is then
      * the watched table (fail closed), whatever the new path would say. */
-    rw_env unknown = {.path_known = false, .std_strings = c->env ? c->env->std_strings : true};
+    static const rw_env unknown_std = {.path_known = false, .std_strings = true};
+    static const rw_env unknown_nonstd = {.path_known = false, .std_strings = false};
+    const rw_env *unknown = (!c->env || c->env->std_strings) ? &unknown_std : &unknown_nonstd;
     int reject_at = -1, fx_keep = 0, ev_keep = 0;
     ListCell *lc;
     int k = 0;
@@ -257,7 +259,7 @@ static bool decide_statements(rw_ctx *c, List *tree, out_spec *o, rw_buf *out)
         }
         for (int i = fx_keep; i < c->nfx; i++)
             if (rw_effect_changes_resolution(&c->fx[i]))
-                c->env = &unknown;
+                c->env = unknown;
         fx_keep = c->nfx;
         ev_keep = c->nev;
     }
