@@ -14,8 +14,30 @@
 
 pgf_peek_result pgf_peek(struct evbuffer *buf, pgf_header *h)
 {
+    uint8_t copy[5];
+    const uint8_t *hdr = copy;
+    /* Run for every message: read the header in place when the first chain
+     * holds it (nearly always), copy it out only across chains. */
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(buf, 5, NULL, &v, 1) >= 1 && v.iov_len >= 5)
+        hdr = v.iov_base;
+    else if (evbuffer_copyout(buf, copy, 5) < 5)
+        return PGF_NEED_MORE;
+    uint32_t len;
+    memcpy(&len, hdr + 1, 4);
+    h->type = (char)hdr[0];
+    h->len = ntohl(len);
+    return h->len < 4 ? PGF_BAD_LENGTH : PGF_HEADER;
+}
+
+pgf_peek_result pgf_peek_at(struct evbuffer *buf, size_t off, pgf_header *h)
+{
+    if (off == 0)
+        return pgf_peek(buf, h);
+    struct evbuffer_ptr p;
     uint8_t hdr[5];
-    if (evbuffer_copyout(buf, hdr, 5) < 5)
+    if (evbuffer_get_length(buf) < off + 5 || evbuffer_ptr_set(buf, &p, off, EVBUFFER_PTR_SET) != 0 ||
+        evbuffer_copyout_from(buf, &p, hdr, 5) < 5)
         return PGF_NEED_MORE;
     uint32_t len;
     memcpy(&len, hdr + 1, 4);

@@ -32,6 +32,9 @@ typedef struct pgf_header {
 /* Look at the next message header. */
 pgf_peek_result pgf_peek(struct evbuffer *buf, pgf_header *h);
 
+/* The same for the message starting `off` bytes into the buffer. */
+pgf_peek_result pgf_peek_at(struct evbuffer *buf, size_t off, pgf_header *h);
+
 /* Total bytes of the message on the wire: 1 + len. */
 static inline size_t pgf_wire_len(const pgf_header *h)
 {

@@ -353,10 +353,28 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
         relay_resume_reading(s);
 }
 
+/* Forward the `*run` bytes at the head of `in` in one move. */
+static void flush_run(tg_session *s, struct evbuffer *in, struct evbuffer *out, size_t *run)
+{
+    if (!*run)
+        return;
+    evbuffer_remove_buffer(in, out, *run);
+    s->sv.bytes_in += *run;
+    s->cl.bytes_out += *run;
+    *run = 0;
+}
+
+/* Small inspected messages (ReadyForQuery, CommandComplete, ...) are read
+ * from a copy where they stand, so that a whole answer -- RowDescription,
+ * DataRows, CommandComplete, ReadyForQuery -- moves to the client in one
+ * evbuffer move instead of one per message. */
+#define SERVER_INSPECT_INLINE 512
+
 static void server_read_batch(struct bufferevent *bev, tg_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
     struct evbuffer *out = bufferevent_get_output(s->cl.bev);
+    size_t run = 0;   /* bytes at the head of `in` already due to the client */
 
     while (s->state == SS_ACTIVE) {
         if (s->sv.stream_left && over_high_water(s, s->cl.bev)) {
@@ -369,25 +387,41 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
             if (s->sv.stream_left)
                 break;
         }
-        if (over_high_water(s, s->cl.bev)) {
+        if (evbuffer_get_length(out) + run >= (size_t)s->cfg->buffer_high_water) {
+            flush_run(s, in, out, &run);
             s->sv.throttled = true;
             fastio_read(&s->sv_io, false);
             break;
         }
         pgf_header h;
-        pgf_peek_result pr = pgf_peek(in, &h);
+        pgf_peek_result pr = pgf_peek_at(in, run, &h);
         if (pr == PGF_NEED_MORE)
             break;
         /* No PostgreSQL message comes near 2 GB; 0xffffffff would also wrap
          * the streaming arithmetic (wire length 1 + len). */
         if (pr == PGF_BAD_LENGTH || h.len > 0x7ffffffeu || (server_inspects(&h) && h.len > SERVER_INSPECT_MAX)) {
+            flush_run(s, in, out, &run);
             sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE, "tenantguard: invalid message from the server",
                        NULL);
             return;
         }
+        size_t wire = pgf_wire_len(&h);
+        bool whole = evbuffer_get_length(in) - run >= wire;
         if (server_inspects(&h)) {
-            if (evbuffer_get_length(in) < pgf_wire_len(&h))
+            if (!whole)
                 break;
+            if (h.type != PG_BE_ERROR && wire <= SERVER_INSPECT_INLINE) {
+                uint8_t msg[SERVER_INSPECT_INLINE];
+                struct evbuffer_ptr p;
+                evbuffer_ptr_set(in, &p, run, EVBUFFER_PTR_SET);
+                evbuffer_copyout_from(in, &p, msg, wire);
+                relay_server_inspect(s, &h, msg + 5, NULL);
+                run += wire;
+                continue;
+            }
+            /* An error may be replaced, a big message is read in place: both
+             * from the head, after what is due before them. */
+            flush_run(s, in, out, &run);
             if (relay_server_message(s, &h, in, out) != 0)
                 return;
             continue;
@@ -395,8 +429,14 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
         if (h.type == PG_BE_ERROR)
             s->request_failed = true;   /* a huge error: streamed, still an error */
         track_server_msg(s->track, h.type);
+        if (whole) {
+            run += wire;
+            continue;
+        }
+        flush_run(s, in, out, &run);
         pass_message(in, out, &h, &s->sv.stream_left, &s->sv.bytes_in);
     }
+    flush_run(s, in, out, &run);
 }
 
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)

@@ -32,6 +32,11 @@ int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct e
 int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);
 int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);
 
+/* The bookkeeping of one inspected server message whose bytes the caller
+ * forwards itself; returns true when it wrote a replacement to `out` instead
+ * (an ErrorResponse standing for a rejection; `out` NULL: never replace). */
+bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *payload, struct evbuffer *out);
+
 /* A whole inspected server message is at the head of `in`: act on it and
  * forward it to `out` (the client). Returns -1 when the session ended. */
 int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out);

@@ -106,7 +106,10 @@ static void on_command_complete(tg_session *s, const uint8_t *payload, size_t le
 {
     track_slot *slot = track_head(s->track);
     size_t n = strnlen((const char *)payload, len);
-    snprintf(s->last_tag, sizeof(s->last_tag), "%.*s", (int)n, (const char *)payload);
+    if (n >= sizeof(s->last_tag))
+        n = sizeof(s->last_tag) - 1;
+    memcpy(s->last_tag, payload, n);   /* once per statement: no snprintf */
+    s->last_tag[n] = '\0';
     if (slot && slot->ctx) {
         track_ctx *c = slot->ctx;
         if (slot->kind == PG_FE_QUERY && c->has_decision)
@@ -140,15 +143,8 @@ static void on_parameter_status(tg_session *s, const uint8_t *payload, size_t le
 
 /* ---------------------------------------------------------------- entry */
 
-int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *payload, struct evbuffer *out)
 {
-    size_t wire = pgf_wire_len(h);
-    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
-    if (!msg) {
-        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
-        return -1;
-    }
-    const uint8_t *payload = msg + 5;
     size_t plen = h->len - 4;
     bool replaced = false;
 
@@ -180,7 +176,7 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
         track_ctx *c = slot ? slot->ctx : NULL;
         if (slot && slot->kind == PG_FE_PARSE && c && c->name)
             sessenv_prepared_remove(&s->env, false, c->name);   /* it was never created */
-        replaced = substitute_error(s, &f, c, out);
+        replaced = out && substitute_error(s, &f, c, out);
         if (!replaced)
             count_server_violation(s, &f, c);
         break;
@@ -196,6 +192,18 @@ int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in
             s->busy_since_us = 0;
         }
     }
+    return replaced;
+}
+
+int relay_server_message(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+{
+    size_t wire = pgf_wire_len(h);
+    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
+    if (!msg) {
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+        return -1;
+    }
+    bool replaced = relay_server_inspect(s, h, msg + 5, out);
     s->sv.bytes_in += wire;
     if (replaced) {
         evbuffer_drain(in, wire);

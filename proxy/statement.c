@@ -355,16 +355,34 @@ static int relay_query(tg_session *s, const pgf_header *h, struct evbuffer *in, 
 {
     size_t wire = pgf_wire_len(h), tlen;
     const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
-    track_ctx *c = stmtctx_new(PG_FE_QUERY);
-    if (!msg || !c) {
-        stmtctx_release(c);
+    if (!msg) {
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
         return -1;
     }
+    /* Decided into a context on the stack: most statements (reads, anything
+     * pre-filtered) need nothing remembered, and then no slot context is
+     * allocated at all. */
+    track_ctx local = {.kind = PG_FE_QUERY, .reject_table = -1};
     const char *text = query_text(msg + 5, h->len - 4, &tlen);
-    const char *send = text ? decide(s, c, RW_PROTO_SIMPLE, text, tlen, &tlen) : NULL;
-    if (c->has_decision)
-        mark_pending(s, c, c->d.effects, c->d.n_effects);
+    const char *send = text ? decide(s, &local, RW_PROTO_SIMPLE, text, tlen, &tlen) : NULL;
+    track_ctx *c = NULL;
+    if (!send && !local.reject && !local.text && (!local.has_decision || local.d.n_effects == 0)) {
+        if (local.has_decision)
+            rw_decision_release(&local.d);
+    } else {
+        c = malloc(sizeof(*c));
+        if (!c) {
+            if (local.has_decision)
+                rw_decision_release(&local.d);
+            free(local.reject_message);
+            free(local.text);
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return -1;
+        }
+        *c = local;
+        if (c->has_decision)
+            mark_pending(s, c, c->d.effects, c->d.n_effects);
+    }
     if (push(s, PG_FE_QUERY, false, c) != 0)
         return -1;
     s->cl.bytes_in += wire;

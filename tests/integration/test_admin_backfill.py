@@ -131,7 +131,7 @@ def test_start_under_pgbench_completes_and_shows_progress(pg, cp, db):
                               "-U", "app", "-c", "2", "-j", "1", "-T", "12", "-n", db.name],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        a = psql(cp, "BACKFILL START BATCH 100 THROTTLE 20")
+        a = psql(cp, "BACKFILL START BATCH 100 THROTTLE 50")
         assert a.columns == ["run_id", "workspace_id", "status", "outcome", "reused", "planned_rows"]
         runs = a.dicts()
         assert [r["workspace_id"] for r in runs] == ["1", "2", "3"]
