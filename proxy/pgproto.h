@@ -17,6 +17,10 @@
 /* The startup packet has no type byte: int32 length, int32 code, ... */
 #define PG_STARTUP_MAX_LEN      10000       /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 
+/* Statement and portal names count up to NAMEDATALEN - 1 bytes: PostgreSQL's
+ * hash tables of them compare no further. */
+#define PG_NAME_MAX             63
+
 /* Frontend (client -> server) message types. */
 #define PG_FE_BIND          'B'
 #define PG_FE_CLOSE         'C'

@@ -196,6 +196,8 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
         int rc = h->type == PG_FE_BIND      ? relay_bind(s, h, in, out, &sent)
                  : h->type == PG_FE_EXECUTE ? relay_execute(s, h, in, &ctx)
                                             : relay_close(s, h, in, &ctx);
+        if (rc > 0)
+            return true;   /* a long name: wait for the whole message */
         if (rc != 0) {
             stmtctx_release(ctx);
             if (s->state == SS_ACTIVE)

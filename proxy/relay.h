@@ -25,8 +25,9 @@ struct track_ctx;
 
 /* Bind: may replace a stale statement's Bind (then *sent is set and the
  * client's message is dropped as it streams). Execute and Close: *ctx gets
- * what their slot must remember (or NULL). They need only the first
- * RELAY_NAMES_PEEK bytes of the message. Return -1 when the session ended. */
+ * what their slot must remember (or NULL). They need the first
+ * RELAY_NAMES_PEEK bytes of the message, or all of it when a name is longer:
+ * then they return 1 until it is whole. Return -1 when the session ended. */
 #define RELAY_NAMES_PEEK 135
 int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out, bool *sent);
 int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);

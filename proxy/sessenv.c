@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/pgproto.h"
 #include "proxy/sessenv.h"
 
 /* ---------------------------------------------------------------- paths */
@@ -349,12 +350,35 @@ void sessenv_std_strings(sessenv *e, bool on)
 
 /* ---------------------------------------------------------------- prepared */
 
+/* PostgreSQL keeps SQL PREPAREd and protocol-level named statements in one
+ * table, and keys it, like its portals, by the first NAMEDATALEN - 1 bytes of
+ * a name: "st" from PREPARE is the statement a Bind of "st" runs, and a long
+ * name is the statement of its first 63 bytes. The lists here follow that;
+ * only the unnamed statement ("") is the protocol's alone. */
+static bool same_name(const char *a, const char *b)
+{
+    return strncmp(a, b, PG_NAME_MAX) == 0;
+}
+
+static bool remove_from(sessenv_prepared **pp, const char *name)
+{
+    for (; *pp; pp = &(*pp)->next) {
+        if (same_name((*pp)->name, name)) {
+            sessenv_prepared *p = *pp;
+            *pp = p->next;
+            prepared_free_one(p);
+            return true;
+        }
+    }
+    return false;
+}
+
 void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,
                           uint64_t generation, uint64_t env_hash, rw_effect *effects, int n_effects)
 {
     sessenv_prepared_remove(e, sql_level, name);
     sessenv_prepared *p = calloc(1, sizeof(*p));
-    if (!p || !(p->name = strdup(name))) {
+    if (!p || !(p->name = strndup(name, PG_NAME_MAX))) {
         free(p);
         free(text);
         for (int i = 0; i < n_effects; i++)
@@ -373,28 +397,38 @@ void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *te
     *head = p;
 }
 
+/* DEALLOCATE ALL (name NULL) drops every named statement, not the unnamed one. */
 void sessenv_prepared_remove(sessenv *e, bool sql_level, const char *name)
 {
-    sessenv_prepared **pp = sql_level ? &e->prepared_sql : &e->prepared;
     if (!name) {
-        prepared_free_list(*pp);
-        *pp = NULL;
+        prepared_free_list(e->prepared_sql);
+        e->prepared_sql = NULL;
+        sessenv_prepared *unnamed = NULL, *p = e->prepared, *next;
+        for (; p; p = next) {
+            next = p->next;
+            if (!p->name[0] && !unnamed) {
+                unnamed = p;
+                p->next = NULL;
+            } else {
+                prepared_free_one(p);
+            }
+        }
+        e->prepared = unnamed;
         return;
     }
-    for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->name, name) == 0) {
-            sessenv_prepared *p = *pp;
-            *pp = p->next;
-            prepared_free_one(p);
-            return;
-        }
-    }
+    if (!remove_from(sql_level ? &e->prepared_sql : &e->prepared, name) && name[0])
+        remove_from(sql_level ? &e->prepared : &e->prepared_sql, name);
 }
 
 sessenv_prepared *sessenv_prepared_find(sessenv *e, bool sql_level, const char *name)
 {
     for (sessenv_prepared *p = sql_level ? e->prepared_sql : e->prepared; p; p = p->next)
-        if (strcmp(p->name, name) == 0)
+        if (same_name(p->name, name))
+            return p;
+    if (!name[0])
+        return NULL;
+    for (sessenv_prepared *p = sql_level ? e->prepared : e->prepared_sql; p; p = p->next)
+        if (same_name(p->name, name))
             return p;
     return NULL;
 }
@@ -407,8 +441,10 @@ void sessenv_portal_bind(sessenv *e, const char *portal, const char *statement)
 {
     sessenv_portal **pp = &e->portals;
     for (; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->portal, portal) == 0) {
-            char *st = strdup(statement);
+        if (same_name((*pp)->portal, portal)) {
+            if (same_name((*pp)->statement, statement))
+                return;   /* the common case: the same portal runs the same statement again */
+            char *st = strndup(statement, PG_NAME_MAX);
             if (st) {
                 free((*pp)->statement);
                 (*pp)->statement = st;
@@ -417,7 +453,7 @@ void sessenv_portal_bind(sessenv *e, const char *portal, const char *statement)
         }
     }
     sessenv_portal *p = calloc(1, sizeof(*p));
-    if (!p || !(p->portal = strdup(portal)) || !(p->statement = strdup(statement))) {
+    if (!p || !(p->portal = strndup(portal, PG_NAME_MAX)) || !(p->statement = strndup(statement, PG_NAME_MAX))) {
         if (p)
             free(p->portal);
         free(p);
@@ -441,7 +477,7 @@ void sessenv_portal_bind(sessenv *e, const char *portal, const char *statement)
 const char *sessenv_portal_statement(const sessenv *e, const char *portal)
 {
     for (const sessenv_portal *p = e->portals; p; p = p->next)
-        if (strcmp(p->portal, portal) == 0)
+        if (same_name(p->portal, portal))
             return p->statement;
     return "";
 }

@@ -466,33 +466,54 @@ int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, str
 
 /* ---------------------------------------------------------------- Bind / Execute / Close */
 
-/* The head of a Bind, Execute or Close: the names it refers to. Names are at
- * most NAMEDATALEN long, so 2 x 64 bytes + the header cover them. */
-static bool peek_names(struct evbuffer *in, const pgf_header *h, char *a, char *b, size_t cap)
+/* The names a Bind, Execute or Close carries (after `skip` bytes: Close's
+ * 'S'/'P'), as PostgreSQL keys them: their first PG_NAME_MAX bytes, into
+ * buffers of PG_NAME_MAX + 1. Returns 0; 1 when a name runs past what is
+ * buffered (read the message whole first: max_packet_size bounds it); -1
+ * when the message is malformed (the server will say so). */
+static int peek_names(struct evbuffer *in, const pgf_header *h, size_t skip, char *a, char *b)
 {
-    uint8_t head[5 + 2 * 64 + 2];
-    size_t want = pgf_wire_len(h) < sizeof(head) ? pgf_wire_len(h) : sizeof(head);
-    if (evbuffer_copyout(in, head, want) != (ssize_t)want)
-        return false;
-    pgf_reader r = pgf_reader_init(head + 5, want - 5);
-    const char *x = pgf_get_str(&r);
-    const char *y = b ? pgf_get_str(&r) : "";
-    if (r.bad)
-        return false;
-    snprintf(a, cap, "%s", x);
-    if (b)
-        snprintf(b, cap, "%s", y);
-    return true;
+    size_t wire = pgf_wire_len(h), n = wire < RELAY_NAMES_PEEK ? wire : RELAY_NAMES_PEEK;
+    uint8_t head[RELAY_NAMES_PEEK];
+    const uint8_t *p = head, *end1, *end2;
+    if (n < 5 + skip + 1 || evbuffer_copyout(in, head, n) != (ssize_t)n)
+        return -1;
+    for (;;) {
+        const uint8_t *start = p + 5 + skip, *lim = p + n;
+        end1 = memchr(start, 0, (size_t)(lim - start));
+        end2 = !end1 || !b ? end1 : memchr(end1 + 1, 0, (size_t)(lim - end1 - 1));
+        if (end1 && end2)
+            break;
+        if (n == wire)
+            return -1;
+        if (evbuffer_get_length(in) < wire)
+            return 1;
+        if (!(p = evbuffer_pullup(in, (ssize_t)wire)))
+            return -1;
+        n = wire;
+    }
+    size_t la = (size_t)(end1 - (p + 5 + skip));
+    la = la < PG_NAME_MAX ? la : PG_NAME_MAX;
+    memcpy(a, p + 5 + skip, la);
+    a[la] = '\0';
+    if (b) {
+        size_t lb = (size_t)(end2 - end1 - 1);
+        lb = lb < PG_NAME_MAX ? lb : PG_NAME_MAX;
+        memcpy(b, end1 + 1, lb);
+        b[lb] = '\0';
+    }
+    return 0;
 }
 
 /* Bind: remember which statement the portal runs; refuse a statement that
  * was prepared before enforcement and writes a watched table. */
 int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out, bool *sent)
 {
-    char portal[80], stmt[80];
+    char portal[PG_NAME_MAX + 1], stmt[PG_NAME_MAX + 1];
     *sent = false;
-    if (!peek_names(in, h, portal, stmt, sizeof(portal)))
-        return 0;   /* malformed: the server will say so */
+    int rc = peek_names(in, h, 0, portal, stmt);
+    if (rc != 0)
+        return rc > 0 ? 1 : 0;   /* wait for the rest; malformed: the server will say so */
     sessenv_prepared *p = sessenv_prepared_find(&s->env, false, stmt);
     sessenv_portal_bind(&s->env, portal, stmt);
     if (!p || !prepared_is_stale(s, p))
@@ -529,10 +550,11 @@ int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct e
 /* Execute: the effects of the portal's statement apply when it completes. */
 int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, track_ctx **ctx)
 {
-    char portal[80];
+    char portal[PG_NAME_MAX + 1];
     *ctx = NULL;
-    if (!peek_names(in, h, portal, NULL, sizeof(portal)))
-        return 0;
+    int rc = peek_names(in, h, 0, portal, NULL);
+    if (rc != 0)
+        return rc > 0 ? 1 : 0;
     const sessenv_prepared *p = sessenv_prepared_find(&s->env, false, sessenv_portal_statement(&s->env, portal));
     if (!p || (!p->n_effects && !p->rewritten))
         return 0;
@@ -553,20 +575,13 @@ int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, track
 int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, track_ctx **ctx)
 {
     uint8_t head[6];
-    char name[80];
+    char name[PG_NAME_MAX + 1];
     *ctx = NULL;
     if (evbuffer_copyout(in, head, 6) != 6 || head[5] != 'S')
         return 0;
-    /* skip the 'S'/'P' byte: names start after it */
-    uint8_t buf[6 + 64];
-    size_t want = pgf_wire_len(h) < sizeof(buf) ? pgf_wire_len(h) : sizeof(buf);
-    if (evbuffer_copyout(in, buf, want) != (ssize_t)want)
-        return 0;
-    pgf_reader r = pgf_reader_init(buf + 6, want - 6);
-    const char *n = pgf_get_str(&r);
-    if (r.bad)
-        return 0;
-    snprintf(name, sizeof(name), "%s", n);
+    int rc = peek_names(in, h, 1, name, NULL);
+    if (rc != 0)
+        return rc > 0 ? 1 : 0;
     track_ctx *c = stmtctx_new(PG_FE_CLOSE);
     if (!c)
         return -1;

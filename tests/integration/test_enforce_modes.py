@@ -406,3 +406,68 @@ def test_reload_changing_the_watched_tables_log_label(proxy_factory, data):
         assert simple(c, "INSERT INTO findings (title) VALUES ('x')").sqlstate == "42501"
     p.wait_log("refused: 42501 R3 on ")
     assert "refused: 42501 R3 on public.findings" in p.log()
+
+
+# PostgreSQL keys prepared statements and portals by the first NAMEDATALEN - 1
+# (63) bytes of their names: a Bind naming a long variant of a statement runs
+# that statement. The proxy must see the same statement, also for names longer
+# than it reads ahead.
+@pytest.mark.parametrize("suffix", ["x", "y" * 200])
+def test_stale_bind_under_a_longer_name(proxy_factory, data, suffix):
+    p = proxy_factory({"mode": "observe"})
+    short = "s" * 63
+    with p.wire(timeout=5) as w:
+        w.login(database=data.name)
+        w.send(w.parse_msg(INS, short) + w.SYNC)
+        assert [m[0] for m in w.read_until("Z")] == ["1", "Z"]
+        p.reload({"mode": "enforce"})
+        w.send(w.bind_msg(["3", "stale"], portal="p" * 70, stmt=short + suffix) + w.execute_msg("p" * 70) + w.SYNC)
+        msgs = w.read_until("Z")
+        assert [(e["C"], e["M"]) for e in tgtest.errors_of(msgs)] == [("0A000", STALE.format(short))]
+    assert policies(data) == []
+
+
+def test_long_names_enforced_and_closed(proxy_factory, data):
+    p = proxy_factory({"mode": "enforce"})
+    name = "n" * 63
+    with p.wire(timeout=5) as w:
+        w.login(database=data.name)
+        # prepared under a long name, run under another long name with the same 63 bytes
+        w.send(w.parse_msg(INS, name + "a" * 300) + w.SYNC)
+        assert [m[0] for m in w.read_until("Z")] == ["1", "Z"]
+        w.send(w.bind_msg(["3", "long"], portal="q" * 300, stmt=name + "b" * 5) + w.execute_msg("q" * 64) +
+               w.SYNC)
+        assert not tgtest.errors_of(w.read_until("Z"))
+        # closed under a third variant: a new Parse of the 63 bytes is not stale, and is enforced
+        w.send(w.close_msg("S", name + "c" * 200) + w.SYNC)
+        assert [m[0] for m in w.read_until("Z")] == ["3", "Z"]
+        w.send(w.parse_msg("INSERT INTO policies (tenant_id, workspace_id, name) VALUES ($1, $2, $3)", name) +
+               w.bind_msg(["4", "2", "mismatch"], stmt=name) + w.execute_msg() + w.SYNC)
+        assert [e["C"] for e in tgtest.errors_of(w.read_until("Z"))] == ["42501"]
+    assert [(r[0], r[2]) for r in policies(data)] == [(3, "long")]
+    assert data.rows("SELECT count(*) FROM policies WHERE workspace_id IS NULL") == [(0,)]
+
+
+# SQL PREPARE and protocol-level Parse name statements in one namespace: a Bind
+# runs what PREPARE made, EXECUTE what Parse made, DEALLOCATE drops either.
+def test_stale_across_prepare_and_bind(proxy_factory, data):
+    p = proxy_factory({"mode": "observe"})
+    with p.wire(timeout=5) as w:
+        w.login(database=data.name)
+        w.send(w.query_msg("PREPARE sqlst (bigint, text) AS INSERT INTO policies (tenant_id, name) VALUES ($1, $2)"))
+        assert not tgtest.errors_of(w.read_until("Z"))
+        w.send(w.parse_msg(INS, "wirest") + w.SYNC)
+        assert [m[0] for m in w.read_until("Z")] == ["1", "Z"]
+        p.reload({"mode": "enforce"})
+        w.send(w.bind_msg(["3", "stale-bind"], stmt="sqlst") + w.execute_msg() + w.SYNC)
+        assert [(e["C"], e["M"]) for e in tgtest.errors_of(w.read_until("Z"))] == [("0A000", STALE.format("sqlst"))]
+        w.send(w.query_msg("EXECUTE wirest (3, 'stale-execute')"))
+        assert [(e["C"], e["M"]) for e in tgtest.errors_of(w.read_until("Z"))] == [("0A000",
+                                                                                   STALE.format("wirest"))]
+        # DEALLOCATE drops the protocol-level one: prepared again, it is fresh and enforced
+        w.send(w.query_msg("DEALLOCATE wirest"))
+        assert not tgtest.errors_of(w.read_until("Z"))
+        w.send(w.parse_msg(INS, "wirest") + w.bind_msg(["3", "fresh"], stmt="wirest") + w.execute_msg() + w.SYNC)
+        assert not tgtest.errors_of(w.read_until("Z"))
+    assert [(r[0], r[2]) for r in policies(data)] == [(3, "fresh")]
+    assert data.rows("SELECT count(*) FROM policies WHERE workspace_id IS NULL") == [(0,)]
