@@ -31,6 +31,7 @@
 #include "proxy/runtime.h"
 #include "proxy/session.h"
 #include "tests/fuzz/fuzz_sessdrv.h"
+#include "tests/fuzz/fuzz_util.h"
 
 #define N_VARIANTS 12   /* mode (3) x TLS (2) x high water (2) */
 #define PUMP_MAX 32
@@ -47,19 +48,13 @@ static int watched_fds[2] = {-1, -1};   /* the harness's client and server ends 
 
 /* ---------------------------------------------------------------- setup */
 
-static void die(const char *what)
-{
-    fprintf(stderr, "fuzz_sessdrv: %s (errno %d: %s)\n", what, errno, strerror(errno));
-    abort();
-}
-
 /* A throwaway key and self-signed certificate for client TLS. */
 static void make_cert(const char *crt, const char *key)
 {
     EVP_PKEY *pk = EVP_EC_gen("P-256");
     X509 *x = X509_new();
     if (!pk || !x)
-        die("key generation");
+        fz_die("key generation");
     ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
     X509_gmtime_adj(X509_getm_notBefore(x), 0);
     X509_gmtime_adj(X509_getm_notAfter(x), 86400);
@@ -68,29 +63,17 @@ static void make_cert(const char *crt, const char *key)
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
     X509_set_issuer_name(x, name);
     if (!X509_sign(x, pk, EVP_sha256()))
-        die("X509_sign");
+        fz_die("X509_sign");
     FILE *f = fopen(crt, "w");
     FILE *g = fopen(key, "w");
     if (!f || !g)
-        die("cert files");
+        fz_die("cert files");
     PEM_write_X509(f, x);
     PEM_write_PrivateKey(g, pk, NULL, NULL, 0, NULL, NULL);
     fclose(f);
     fclose(g);
     X509_free(x);
     EVP_PKEY_free(pk);
-}
-
-static void reap_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    tg_runtime *rt = arg;
-    tg_session *s;
-    while ((s = TAILQ_FIRST(&rt->justfree)) != NULL) {
-        TAILQ_REMOVE(&rt->justfree, s, link);
-        sess_free(s);
-    }
 }
 
 static void setup_runtime(tg_runtime *rt, int v)
@@ -128,26 +111,20 @@ static void setup_runtime(tg_runtime *rt, int v)
     rt->cfg = cfg;
     rt->generation = 1;
     rt->cancels = cancel_map_new();
-    rt->reaper = event_new(base, -1, 0, reap_cb, rt);
+    rt->reaper = event_new(base, -1, 0, fz_reap, rt);
     rt->cache = rw_cache_new(1 << 20, 64);
     if (tls && (!(rt->client_tls = tls_client_ctx_new(cfg, emsg, sizeof(emsg))) ||
                 !(rt->server_tls = tls_server_ctx_new(cfg, emsg, sizeof(emsg)))))
-        die(emsg);
+        fz_die(emsg);
     if (!rt->cancels || !rt->reaper || !rt->cache || rt_policy_rebuild(rt) != 0)
-        die("runtime");
+        fz_die("runtime");
 }
 
 void fz_init(bool reactive_server)
 {
     reactive = reactive_server;
-    signal(SIGPIPE, SIG_IGN);
-    /* FUZZ_LOG=1: the proxy's log lines on stderr, to triage an input */
-    int null = getenv("FUZZ_LOG") ? 2 : open("/dev/null", O_WRONLY | O_CLOEXEC);
-    tg_log_set_fd(null);
-    tg_log_configure(TG_LOG_DEBUG, TG_LOGFMT_TEXT);
     snprintf(dir, sizeof(dir), "/tmp/tg-fuzz-XXXXXX");
-    if (!mkdtemp(dir))
-        die("mkdtemp");
+    fz_setup_process(dir);   /* FUZZ_LOG=1: the proxy's log lines on stderr */
     char crt[128], key[128];
     snprintf(crt, sizeof(crt), "%s/crt.pem", dir);
     snprintf(key, sizeof(key), "%s/key.pem", dir);
@@ -157,17 +134,17 @@ void fz_init(bool reactive_server)
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/.s.PGSQL.5432", dir);
     listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(listen_fd, 256) != 0)
-        die("listen");
+        fz_die("listen");
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sin);
     listen_tcp = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (listen_tcp < 0 || bind(listen_tcp, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(listen_tcp, 256) != 0 ||
         getsockname(listen_tcp, (struct sockaddr *)&sin, &sl) != 0)
-        die("listen tcp");
+        fz_die("listen tcp");
     tcp_port = ntohs(sin.sin_port);
     base = event_base_new();
     if (!base || rw_selftest())
-        die("event base / parser self-test");
+        fz_die("event base / parser self-test");
     for (int v = 0; v < N_VARIANTS; v++)
         setup_runtime(&rts[v], v);
 }
@@ -191,18 +168,6 @@ typedef struct conn {
     int srv_hdr_n;
     bool srv_blocked;
 } conn;
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    if (!d)
-        return -1;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 /* What changes when the loop makes progress: bytes each session moved, its
  * state, the sessions alive or waiting to be freed, and bytes waiting in
@@ -674,16 +639,16 @@ static void close_everything(conn *c)
     pump();
     accept_server(c);
     if (!TAILQ_EMPTY(&c->rt->justfree))
-        reap_cb(-1, 0, c->rt);
+        fz_reap(-1, 0, c->rt);
     if (c->rt->n_sessions != 0 || c->rt->n_refusing != 0)
-        die("session count not back to zero");
+        fz_die("session count not back to zero");
 }
 
 int fz_run(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > (1u << 20))
         return 0;
-    int fds_before = count_fds();
+    int fds_before = fz_count_fds();
     uint8_t variant = data[0];
     int mode = (variant & 3) == 3 ? 2 : (variant & 3);
     int v = mode * 4 + ((variant >> 2) & 1) + ((variant >> 3) & 1) * 2;
@@ -693,11 +658,11 @@ int fz_run(const uint8_t *data, size_t size)
 
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
-        die("socketpair");
+        fz_die("socketpair");
     c.cfd = sv[0];
     tg_session *s = sess_new(c.rt, sv[1], "fuzz");
     if (!s)
-        die("sess_new");
+        fz_die("sess_new");
     if (variant & 0x80) {
         s->refusing = true;
         c.rt->n_refusing++;
@@ -769,7 +734,7 @@ int fz_run(const uint8_t *data, size_t size)
     }
     close_everything(&c);
     evbuffer_free(c.sin);
-    int fds_after = count_fds();
+    int fds_after = fz_count_fds();
     if (fds_after != fds_before) {
         fprintf(stderr, "fuzz_sessdrv: %d file descriptor(s) before the input, %d after\n", fds_before, fds_after);
         abort();
