@@ -42,22 +42,6 @@ void admin_free(tg_session *s)
     s->admin = NULL;
 }
 
-/* A whole message at the head of `in` (NULL: wait; *bad: framing error). */
-static const uint8_t *next_message(struct evbuffer *in, pgf_header *h, bool *bad)
-{
-    *bad = false;
-    pgf_peek_result pr = pgf_peek(in, h);
-    if (pr == PGF_NEED_MORE)
-        return NULL;
-    if (pr == PGF_BAD_LENGTH || h->len > ADMIN_MAX_MESSAGE) {
-        *bad = true;
-        return NULL;
-    }
-    if (evbuffer_get_length(in) < pgf_wire_len(h))
-        return NULL;
-    return evbuffer_pullup(in, (ssize_t)pgf_wire_len(h));
-}
-
 static void send_auth(tg_session *s, uint32_t code, const char *data, size_t len)
 {
     pgf_builder b;
@@ -143,7 +127,7 @@ static void admin_auth_read_cb(struct bufferevent *bev, void *arg)
     while (s->state == SS_ADMIN_AUTH) {
         pgf_header h;
         bool bad;
-        const uint8_t *msg = next_message(in, &h, &bad);
+        const uint8_t *msg = pgf_whole(in, ADMIN_MAX_MESSAGE, &h, &bad);
         if (bad || (msg && h.type != PG_FE_PASSWORD)) {
             sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION, "tenantguard: expected a SASL response", NULL);
             return;
@@ -217,7 +201,7 @@ static void admin_read_cb(struct bufferevent *bev, void *arg)
     while (s->state == SS_ADMIN && !s->admin->waiting) {
         pgf_header h;
         bool bad;
-        const uint8_t *msg = next_message(in, &h, &bad);
+        const uint8_t *msg = pgf_whole(in, ADMIN_MAX_MESSAGE, &h, &bad);
         if (bad) {
             sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION, "tenantguard: invalid message length", NULL);
             return;

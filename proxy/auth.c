@@ -72,22 +72,6 @@ static void auth_event_cb(struct bufferevent *bev, short what, void *arg)
                "tenantguard: the server closed the connection during authentication", NULL);
 }
 
-/* A whole message at the head of `in`, or NULL (need more / bad: see *bad). */
-static const uint8_t *whole_message(struct evbuffer *in, pgf_header *h, bool *bad)
-{
-    *bad = false;
-    pgf_peek_result pr = pgf_peek(in, h);
-    if (pr == PGF_NEED_MORE)
-        return NULL;
-    if (pr == PGF_BAD_LENGTH || h->len > AUTH_MAX_MESSAGE) {
-        *bad = true;
-        return NULL;
-    }
-    if (evbuffer_get_length(in) < pgf_wire_len(h))
-        return NULL;
-    return evbuffer_pullup(in, (ssize_t)pgf_wire_len(h));
-}
-
 /* AuthenticationSASL without SCRAM-SHA-256-PLUS. Returns 0, or -1 when no
  * mechanism is left. */
 static int relay_sasl_mechanisms(tg_session *s, const uint8_t *msg, const pgf_header *h,
@@ -128,7 +112,7 @@ static void auth_server_read_cb(struct bufferevent *bev, void *arg)
     while (s->state == SS_AUTH) {
         pgf_header h;
         bool bad;
-        const uint8_t *msg = whole_message(in, &h, &bad);
+        const uint8_t *msg = pgf_whole(in, AUTH_MAX_MESSAGE, &h, &bad);
         if (bad) {
             sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION,
                        "tenantguard: invalid message from the server during authentication", NULL);
@@ -250,7 +234,7 @@ static void auth_client_read_cb(struct bufferevent *bev, void *arg)
     while (s->state == SS_AUTH) {
         pgf_header h;
         bool bad;
-        const uint8_t *msg = whole_message(in, &h, &bad);
+        const uint8_t *msg = pgf_whole(in, AUTH_MAX_MESSAGE, &h, &bad);
         if (bad) {
             s->rt->counters.protocol_errors++;
             sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION, "tenantguard: invalid message length", NULL);

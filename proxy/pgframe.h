@@ -41,6 +41,11 @@ static inline size_t pgf_wire_len(const pgf_header *h)
     return (size_t)h->len + 1;
 }
 
+/* The next message, whole and contiguous (pulled up), for the phases that
+ * read messages one by one (authentication, the console); NULL while it is
+ * incomplete, or with *bad set when its length is invalid or over max_len. */
+const uint8_t *pgf_whole(struct evbuffer *buf, uint32_t max_len, pgf_header *h, bool *bad);
+
 /* Startup-phase packet (no type byte): its length if known, 0 if fewer than
  * 4 bytes are buffered. */
 uint32_t pgf_peek_startup_len(struct evbuffer *buf);
