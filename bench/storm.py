@@ -10,7 +10,14 @@ and failed transactions; with the proxy's max_client_conn far above the client
 count none is expected), latency percentiles of connect + INSERT, and the proxy's
 CPU. At the end every stored row is checked against its tenant's workspace.
 
-    bench/storm.py [--rate 2000] [--seconds 30] [--clients 64]
+    bench/storm.py [--rate 2000] [--seconds 30] [--clients 64] [--server-pool]
+
+PostgreSQL forks a backend per connection, which caps a storm at its own
+connect rate. With --server-pool, tenantguard's server is a PgBouncer in
+session mode that keeps its server connections between client sessions
+(DISCARD ALL between them, so each tenantguard session starts on a clean
+one): the storm then measures tenantguard's own connection handling, and the
+reference is the same storm straight to that PgBouncer.
 
 Not a test: figures for the issue's closing note. The machine is shared: quote
 the rate reached, not only the target.
@@ -74,6 +81,8 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="0: as fast as it goes (no -R)")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--server-pool", action="store_true",
+                    help="tenantguard -> PgBouncer (session mode, reused server connections) -> PostgreSQL")
     args = ap.parse_args()
 
     pg, base = B.start_cluster()
@@ -82,11 +91,18 @@ def main():
         pg.psql("ALTER SYSTEM SET max_connections = 400", db="postgres")
         pg.restart_server()
         phase1_database(pg, "storm")
-        proxy = tgtest.Proxy(pg, wd, {"log_level": "warning", "max_client_conn": 1000, "mode": "enforce"})
+        settings = {"log_level": "warning", "max_client_conn": 1000, "mode": "enforce"}
+        ref = ("direct", pg.port, None)
+        bouncer = None
+        if args.server_pool:
+            bouncer = B.PgBouncer(pg, wd, pool_mode="session", pool_size=args.clients + 8).start()
+            settings["server_port"] = bouncer.port
+            ref = ("pgbouncer", bouncer.port, None)
+        proxy = tgtest.Proxy(pg, wd, settings)
         proxy.start()
         print(f"storm: target {args.rate} connects/s for {args.seconds}s, {args.clients} pgbench clients, "
               f"one INSERT (R1) per session", flush=True)
-        for name, port, pid in (("tenantguard", proxy.port, proxy.pid), ("direct", pg.port, None)):
+        for name, port, pid in (("tenantguard", proxy.port, proxy.pid), ref):
             r = storm(port, "storm", args, wd, pid, name)
             lat = " ".join(f"p{k}={v:.1f}" for k, v in r["lat_ms"].items() if k != "max")
             print(f"{name:12s} sessions {r['done']:6d}  rate {r['rate']:7.1f}/s  failed {r['failed']}  "
@@ -102,6 +118,8 @@ def main():
         rss = proxy.rss_kb()
         print(f"proxy after the storm: RSS {rss} kB, fds {proxy.fd_count()}, alive {proxy.proc.poll() is None}")
         proxy.stop()
+        if bouncer:
+            bouncer.stop()
     finally:
         B.cleanup(pg, base)
 
