@@ -372,6 +372,13 @@ static void flush_run(tg_session *s, struct evbuffer *in, struct evbuffer *out, 
  * evbuffer move instead of one per message. */
 #define SERVER_INSPECT_INLINE 512
 
+/* A message up to this size goes to the client only whole: if the server
+ * dies in the middle of it, the client gets a clean FATAL instead of half a
+ * frame. Bigger ones stream (a 1 GB DataRow must not be held), and a server
+ * dying inside one leaves the client a cut frame and a close -- nothing can
+ * be appended to it. */
+#define SERVER_HOLD_MAX 65536
+
 static void server_read_batch(struct bufferevent *bev, tg_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
@@ -428,6 +435,8 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
                 return;
             continue;
         }
+        if (!whole && wire <= SERVER_HOLD_MAX)
+            break;   /* wait for the rest */
         if (h.type == PG_BE_ERROR)
             s->request_failed = true;   /* a huge error: streamed, still an error */
         track_server_msg(s->track, h.type);

@@ -187,7 +187,9 @@ void sess_fatal(tg_session *s, const char *sqlstate, const char *message, const 
     if (s->state == SS_DEAD || s->state == SS_CLOSING)
         return;
     tg_clog(TG_LOG_INFO, &s->log, "fatal to client: %s %s", sqlstate, message);
-    if (s->cl.bev)
+    /* In the middle of a server message streamed to the client, an
+     * ErrorResponse would read as the rest of that message: close instead. */
+    if (s->cl.bev && s->sv.stream_left == 0)
         pgf_error(bufferevent_get_output(s->cl.bev), "FATAL", sqlstate, message, hint);
     sess_close_after_flush(s, message);
 }

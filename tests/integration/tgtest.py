@@ -567,6 +567,19 @@ class PgWire:
         except (EOFError, ConnectionResetError):
             return msgs
 
+    def read_raw_until_closed(self):
+        """Every byte not yet read, until the peer closes (a reset counts as a close)."""
+        out = bytearray(self.buf[self.pos:])
+        self.buf, self.pos = bytearray(), 0
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    return bytes(out)
+                out += chunk
+        except ConnectionResetError:
+            return bytes(out)
+
     def is_closed(self, timeout=10.0):
         """Wait up to timeout for the peer to close (data on the way is read and dropped)."""
         self.sock.settimeout(timeout)
@@ -999,8 +1012,12 @@ class FakeServer:
     """A tiny stand-in for PostgreSQL on 127.0.0.1:<free port>: answers every
     startup packet with AuthenticationOk, a few ParameterStatus, BackendKeyData
     and ReadyForQuery, then answers each Query with `on_query(sql) -> bytes`
-    (default: CommandComplete + ReadyForQuery). For tests of what the proxy
-    does with a broken or hostile server."""
+    (default: CommandComplete + ReadyForQuery); an answer of the form
+    (bytes, FakeServer.CLOSE) is sent and then the connection is closed. For
+    tests of what the proxy does with a broken or hostile server."""
+
+    CLOSE = "close"
+
 
     def __init__(self, on_query=None):
         self.on_query = on_query or (lambda sql: PgWire.msg("C", b"SELECT 0\0") + PgWire.msg("Z", b"I"))
@@ -1060,7 +1077,12 @@ class FakeServer:
                         c.sendall(PgWire.msg("C", b"SELECT 0\0") + PgWire.msg("C", b"SELECT 0\0") +
                                   PgWire.msg("Z", b"I"))
                         continue
-                    c.sendall(self.on_query(sql))
+                    answer = self.on_query(sql)
+                    if isinstance(answer, tuple) and answer[1] == FakeServer.CLOSE:
+                        c.sendall(answer[0])
+                        c.shutdown(socket.SHUT_RDWR)
+                        break
+                    c.sendall(answer)
         except (EOFError, OSError):
             pass
         finally:
