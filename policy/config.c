@@ -130,6 +130,8 @@ static const key_def keys[] = {
      "statement decision cache: bytes at most (0 = no cache)"},
     {"tenantguard", "cache_max_entries", KT_INT, CF(cache_max_entries), "20000", 0, 10000000, NULL, true,
      "statement decision cache: entries at most"},
+    {"tenantguard", "layout_cache_ttl", KT_SECONDS, CF(layout_cache_ttl), "2", 0, 3600, NULL, true,
+     "seconds the watched tables' column order learnt at one login serves the next logins to that database; 0 = ask at every login"},
     {"tenantguard", "sidecar_dsn", KT_STRING, CF(sidecar_dsn), "", 0, 0, NULL, true,
      "libpq connection string for tenantguard's own connection (catalog, helper check)"},
     {"tenantguard", "admin_addr", KT_STRING, CF(admin_addr), "127.0.0.1", 0, 0, NULL, false,

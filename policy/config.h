@@ -104,6 +104,7 @@ typedef struct tg_config {
     /* [tenantguard] -- statement cache */
     int64_t cache_max_bytes;
     int cache_max_entries;
+    int layout_cache_ttl;         /* seconds a database's table layouts serve new sessions; 0 = probe each */
 
     /* [tenantguard] -- the sidecar's own connection (catalog, helpers, backfill) */
     char *sidecar_dsn;

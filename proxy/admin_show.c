@@ -18,6 +18,7 @@
 
 #include "policy/sqlstate.h"
 #include "proxy/admin.h"
+#include "proxy/probe.h"
 #include "proxy/pgframe.h"
 #include "proxy/pgproto.h"
 #include "proxy/runtime.h"
@@ -426,11 +427,19 @@ bool adm_show_mem(tg_session *s, const adm_args *a, struct evbuffer *out)
     uint64_t vc = tg_stats_violation_count(rt->stats);
     snprintf(c4, sizeof(c4), "%" PRIu64, vc < TG_VIOLATIONS_MAX ? vc : TG_VIOLATIONS_MAX);
     snprintf(b4, sizeof(b4), "%zu", sizeof(rt->stats->ring));
+    probe_cache_info pc;
+    probe_cache_stats(rt, &pc);
+    char c5[24], b5[24], d5[128];
+    snprintf(c5, sizeof(c5), "%d", pc.entries);
+    snprintf(b5, sizeof(b5), "%zu", pc.bytes);
+    snprintf(d5, sizeof(d5), "databases; hits %" PRIu64 ", misses %" PRIu64 ", dropped after a layout change %" PRIu64,
+             pc.hits, pc.misses, pc.drops);
     const char *rows[][4] = {
         {"sessions", c1, b1, NULL},
         {"request queue slots", c2, b2, NULL},
         {"decision cache", c3, b3, d3},
         {"violation log", c4, b4, "ring of the most recent"},
+        {"table layout cache", c5, b5, d5},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         adm_row(out, 4, rows[i]);

@@ -9,6 +9,13 @@
  * It runs only when some watched table is not in mode off. It cannot fail
  * in a way the client sees: any error leaves the answers unknown, which
  * rewrite/ and the proxy treat as the cautious case.
+ *
+ * The column order is the same for every session of a database and costs
+ * the server most of the probe (a catalog join, ~1 ms), so it is cached per
+ * server and database for layout_cache_ttl seconds: sessions starting within
+ * that time send only the settings statement. A stale layout is never unsafe --
+ * every positional INSERT carries layout_guard(), which checks the columns
+ * when the row is written -- and a guard failure drops the entry at once.
  */
 #include "config.h"
 
@@ -16,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -50,8 +58,36 @@ static void append_literal(struct evbuffer *b, const char *s)
     evbuffer_add(b, "'", 1);
 }
 
-/* The probe's text: two statements, neither of which can fail. */
-static char *probe_sql(const tg_policy *p)
+/* '"schema".name()' -- a literal holding a quoted function name. */
+static void append_regproc_literal(struct evbuffer *b, const char *schema, const char *fn)
+{
+    evbuffer_add(b, "'\"", 2);
+    for (const char *c = schema; *c; c++) {
+        if (*c == '"')
+            evbuffer_add(b, "\"", 1);
+        if (*c == '\'')
+            evbuffer_add(b, "'", 1);
+        evbuffer_add(b, c, 1);
+    }
+    evbuffer_add_printf(b, "\".%s()'", fn);
+}
+
+static char *evbuffer_to_string(struct evbuffer *b)
+{
+    size_t len = evbuffer_get_length(b);
+    char *sql = malloc(len + 1);
+    if (sql) {
+        evbuffer_remove(b, sql, len);
+        sql[len] = '\0';
+    }
+    evbuffer_free(b);
+    return sql;
+}
+
+/* The probe's statements, neither of which can fail: the settings, and the
+ * columns of the watched tables (index lookups by oid; no table of the
+ * policy need exist). */
+static char *settings_sql(const tg_policy *p)
 {
     struct evbuffer *b = evbuffer_new();
     if (!b)
@@ -59,10 +95,19 @@ static char *probe_sql(const tg_policy *p)
     evbuffer_add_printf(b,
         "SELECT pg_catalog.current_setting('search_path'), "
         "pg_catalog.current_setting('standard_conforming_strings'), "
-        "(SELECT pr.prosrc FROM pg_catalog.pg_proc pr JOIN pg_catalog.pg_namespace ns "
-        "ON ns.oid OPERATOR(pg_catalog.=) pr.pronamespace WHERE ns.nspname OPERATOR(pg_catalog.=) ");
-    append_literal(b, p->helper_schema);
-    evbuffer_add_printf(b, " AND pr.proname OPERATOR(pg_catalog.=) 'helpers_version' LIMIT 1);"
+        "(SELECT pr.prosrc FROM pg_catalog.pg_proc pr WHERE pr.oid OPERATOR(pg_catalog.=) "
+        "pg_catalog.to_regprocedure(");
+    append_regproc_literal(b, p->helper_schema, "helpers_version");
+    evbuffer_add_printf(b, "));");
+    return evbuffer_to_string(b);
+}
+
+static char *catalog_sql(const tg_policy *p)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b)
+        return NULL;
+    evbuffer_add_printf(b,
         "SELECT n.nspname, c.relname, pg_catalog.string_agg(a.attname::pg_catalog.text, E'\\x1f' "
         "ORDER BY a.attnum) FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
@@ -77,14 +122,189 @@ static char *probe_sql(const tg_policy *p)
         evbuffer_add(b, ")", 1);
     }
     evbuffer_add_printf(b, ") GROUP BY 1, 2");
-    size_t len = evbuffer_get_length(b);
-    char *sql = malloc(len + 1);
-    if (sql) {
-        evbuffer_remove(b, sql, len);
-        sql[len] = '\0';
+    return evbuffer_to_string(b);
+}
+
+/* ---------------------------------------------------------------- cache */
+
+#define PROBE_CACHE_MAX 64          /* databases */
+
+typedef struct pc_row {
+    char *schema, *table, *cols;    /* cols: SEP-separated, as the server sent them */
+} pc_row;
+
+typedef struct pc_entry {
+    char *database;
+    uint64_t key;                   /* server + catalog statement */
+    uint64_t at_ms;
+    pc_row *rows;
+    int n;
+} pc_entry;
+
+struct probe_cache {
+    pc_entry e[PROBE_CACHE_MAX];
+    int n;
+    uint64_t hits, misses, drops;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
     }
-    evbuffer_free(b);
-    return sql;
+    h ^= 0xff;   /* a separator no string contains */
+    return h * 1099511628211ULL;
+}
+
+static void entry_clear(pc_entry *e)
+{
+    for (int i = 0; i < e->n; i++) {
+        free(e->rows[i].schema);
+        free(e->rows[i].table);
+        free(e->rows[i].cols);
+    }
+    free(e->rows);
+    free(e->database);
+    memset(e, 0, sizeof(*e));
+}
+
+static pc_entry *cache_find(struct probe_cache *c, const char *database, uint64_t key)
+{
+    for (int i = 0; c && i < c->n; i++)
+        if (c->e[i].key == key && strcmp(c->e[i].database, database) == 0)
+            return &c->e[i];
+    return NULL;
+}
+
+static void cache_remove(struct probe_cache *c, pc_entry *e)
+{
+    entry_clear(e);
+    *e = c->e[--c->n];
+    memset(&c->e[c->n], 0, sizeof(c->e[c->n]));
+}
+
+/* What session s learned, for the next sessions of its database. */
+static void cache_store(tg_session *s)
+{
+    tg_runtime *rt = s->rt;
+    if (!rt->probe_cache && !(rt->probe_cache = calloc(1, sizeof(*rt->probe_cache))))
+        return;
+    struct probe_cache *c = rt->probe_cache;
+    pc_entry *e = cache_find(c, s->cl.database, s->probe.cache_key);
+    if (e) {
+        cache_remove(c, e);
+    } else if (c->n == PROBE_CACHE_MAX) {
+        int oldest = 0;
+        for (int i = 1; i < c->n; i++)
+            if (c->e[i].at_ms < c->e[oldest].at_ms)
+                oldest = i;
+        cache_remove(c, &c->e[oldest]);
+    }
+    e = &c->e[c->n];
+    e->database = strdup(s->cl.database);
+    e->rows = calloc((size_t)(s->probe.n ? s->probe.n : 1), sizeof(*e->rows));
+    if (!e->database || !e->rows) {
+        entry_clear(e);
+        return;
+    }
+    for (int i = 0; i < s->probe.n; i++) {
+        const probe_table *t = &s->probe.tables[i];
+        size_t len = 1;
+        for (int k = 0; k < t->n; k++)
+            len += strlen(t->columns[k]) + 1;
+        char *cols = malloc(len), *w = cols;
+        pc_row *r = &e->rows[e->n];
+        r->schema = strdup(t->schema);
+        r->table = strdup(t->table);
+        r->cols = cols;
+        if (!cols || !r->schema || !r->table) {
+            e->n++;
+            entry_clear(e);
+            return;
+        }
+        for (int k = 0; k < t->n; k++)
+            w += sprintf(w, "%s%s", k ? SEP : "", t->columns[k]);
+        *w = '\0';
+        e->n++;
+    }
+    e->key = s->probe.cache_key;
+    e->at_ms = mono_ms();
+    c->n++;
+}
+
+/* A fresh entry for s's database: its tables go into s's probe. */
+static bool cache_use(tg_session *s)
+{
+    struct probe_cache *c = s->rt->probe_cache;
+    pc_entry *e = cache_find(c, s->cl.database, s->probe.cache_key);
+    if (e && mono_ms() - e->at_ms >= (uint64_t)s->cfg->layout_cache_ttl * 1000u) {
+        cache_remove(c, e);
+        e = NULL;
+    }
+    if (!e) {
+        if (c)
+            c->misses++;
+        return false;
+    }
+    for (int i = 0; i < e->n; i++)
+        probe_catalog_set(&s->probe, e->rows[i].schema, e->rows[i].table, e->rows[i].cols);
+    if (s->probe.n != e->n) {   /* out of memory on the way: ask the server */
+        probe_free(&s->probe);
+        c->misses++;
+        return false;
+    }
+    c->hits++;
+    return true;
+}
+
+void probe_cache_forget(tg_runtime *rt, const char *database)
+{
+    struct probe_cache *c = rt->probe_cache;
+    for (int i = 0; c && i < c->n;)
+        if (strcmp(c->e[i].database, database) == 0) {
+            cache_remove(c, &c->e[i]);
+            c->drops++;
+        } else {
+            i++;
+        }
+}
+
+void probe_cache_clear(tg_runtime *rt)
+{
+    struct probe_cache *c = rt->probe_cache;
+    if (!c)
+        return;
+    for (int i = 0; i < c->n; i++)
+        entry_clear(&c->e[i]);
+    free(c);
+    rt->probe_cache = NULL;
+}
+
+void probe_cache_stats(const tg_runtime *rt, probe_cache_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    const struct probe_cache *c = rt->probe_cache;
+    if (!c)
+        return;
+    out->entries = c->n;
+    out->hits = c->hits;
+    out->misses = c->misses;
+    out->drops = c->drops;
+    out->bytes = sizeof(*c);
+    for (int i = 0; i < c->n; i++) {
+        out->bytes += strlen(c->e[i].database) + 1 + (size_t)c->e[i].n * sizeof(pc_row);
+        for (int k = 0; k < c->e[i].n; k++)
+            out->bytes += strlen(c->e[i].rows[k].schema) + strlen(c->e[i].rows[k].table) +
+                          strlen(c->e[i].rows[k].cols) + 3;
+    }
 }
 
 /* ---------------------------------------------------------------- answers */
@@ -139,9 +359,11 @@ static void probe_done(tg_session *s)
 {
     if (!s->probe.got_settings)
         sessenv_set_login_path(&s->env, NULL);   /* unknown */
-    tg_clog(TG_LOG_DEBUG, &s->log, "login probe: search_path %s, helpers %s, %d table layouts",
+    else if (!s->probe.from_cache && !s->probe.failed && s->probe.result == 2 && s->cfg->layout_cache_ttl > 0)
+        cache_store(s);
+    tg_clog(TG_LOG_DEBUG, &s->log, "login probe: search_path %s, helpers %s, %d table layouts%s",
             s->env.effective.known ? "known" : "unknown", s->probe.helpers_ok ? "ok" : "missing",
-            s->probe.n);
+            s->probe.n, s->probe.from_cache ? " (cached)" : "");
     /* The client's first ReadyForQuery, held back until now. */
     pgf_ready(bufferevent_get_output(s->cl.bev), 'I');
     sess_set_state(s, SS_ACTIVE);
@@ -213,7 +435,22 @@ static void probe_client_read_cb(struct bufferevent *bev, void *arg)
 
 void probe_begin(tg_session *s)
 {
-    char *sql = probe_sql(&s->cfg->policy);
+    const tg_policy *p = &s->cfg->policy;
+    char *sql = settings_sql(p), *cat = catalog_sql(p);
+    if (sql && cat) {
+        char port[16];
+        snprintf(port, sizeof(port), "%d", s->cfg->server_port);
+        s->probe.cache_key = fnv(fnv(fnv(1469598103934665603ULL, s->cfg->server_host), port), cat);
+        s->probe.from_cache = cache_use(s);
+        if (!s->probe.from_cache) {
+            char *both = malloc(strlen(sql) + strlen(cat) + 1);
+            if (both)
+                strcat(strcpy(both, sql), cat);
+            free(sql);
+            sql = both;
+        }
+    }
+    free(cat);
     if (!sql) {
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
         return;

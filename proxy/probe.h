@@ -23,6 +23,8 @@ typedef struct sess_probe {
     bool got_settings;
     bool failed;
     bool helpers_ok;                   /* helpers_version() matches this policy */
+    bool from_cache;                   /* the tables came from the runtime's cache */
+    uint64_t cache_key;                /* server + catalog statement */
     rw_catalog catalog;                /* column order of the watched tables */
     rw_catalog_table *entries;         /* catalog.tables points here, indexed for ... */
     uint64_t mapped_generation;        /* ... this policy generation */
@@ -32,6 +34,17 @@ typedef struct sess_probe {
 } sess_probe;
 
 struct tg_session;
+struct tg_runtime;
+
+/* The cache of table layouts per server and database (probe.c). */
+typedef struct probe_cache_info {
+    int entries;
+    size_t bytes;
+    uint64_t hits, misses, drops;
+} probe_cache_info;
+void probe_cache_forget(struct tg_runtime *rt, const char *database);   /* a layout guard failed */
+void probe_cache_clear(struct tg_runtime *rt);                          /* and free it */
+void probe_cache_stats(const struct tg_runtime *rt, probe_cache_info *out);
 
 bool probe_needed(const tg_config *cfg);
 void probe_begin(struct tg_session *s);

@@ -20,6 +20,7 @@
 
 #include "policy/sqlstate.h"
 #include "proxy/pgproto.h"
+#include "proxy/probe.h"
 #include "proxy/relay.h"
 #include "proxy/runtime.h"
 #include "proxy/stmtctx.h"
@@ -39,8 +40,10 @@ static void count_server_violation(tg_session *s, const pgf_error_fields *f, tra
     int rule_id = RW_RULE_NONE;
     if (rule[0] == 'r' && rule[1] >= '1' && rule[1] <= '6' && !rule[2])
         rule_id = RW_R1_DERIVE + (rule[1] - '1');
-    else if (strcmp(rule, "layout") == 0)
+    else if (strcmp(rule, "layout") == 0) {
         rule_id = RW_RULE_FORM;
+        probe_cache_forget(rt, s->cl.database);   /* the next sessions look again */
+    }
     int table = -1;
     const tg_policy *p = &s->rt->cfg->policy;   /* the policy in force, as the decision's */
     for (int i = 0; f->table && i < p->n_tables; i++) {

@@ -32,6 +32,7 @@ struct tg_workq;
 struct adm_backfill;
 struct tg_vaudit;
 struct tg_metrics;
+struct probe_cache;
 
 typedef enum {
     RT_RUNNING = 0,
@@ -97,6 +98,7 @@ typedef struct tg_runtime {
     rw_policy *rw;                  /* compiled from cfg->policy (+ mode overlay) */
     uint64_t rw_generation;
     rw_cache *cache;                /* decisions by statement text */
+    struct probe_cache *probe_cache;/* table layouts per database (probe.c); NULL until first used */
     tg_stats *stats;                /* counters per table/rule, violation ring */
     uint64_t observed_seen[4096];   /* fingerprints whose would-be rewrite was logged */
     int observed_count;

@@ -29,6 +29,7 @@
 #include "policy/log.h"
 #include "proxy/pgproto.h"
 #include "proxy/runtime.h"
+#include "proxy/probe.h"
 #include "proxy/session.h"
 #include "tests/fuzz/fuzz_sessdrv.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -655,6 +656,7 @@ int fz_run(const uint8_t *data, size_t size)
     conn c = {.cfd = -1, .sfd = -1, .rt = &rts[v], .auth = (variant >> 4) & 7, .sin = evbuffer_new(),
               .ssl_answer_due = (variant >> 2) & 1};
     rw_cache_clear(c.rt->cache);
+    probe_cache_clear(c.rt);   /* each input starts cold */
 
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)

@@ -241,7 +241,7 @@ def test_show_stats_and_mem_columns(cp):
     a, b = both(cp, "SHOW MEM")
     assert b.columns == [("object", TEXT), ("count", INT8), ("bytes", INT8), ("detail", TEXT)]
     objs = {r[0]: r for r in a.rows}
-    assert set(objs) == {"sessions", "request queue slots", "decision cache", "violation log"}
+    assert set(objs) == {"sessions", "request queue slots", "decision cache", "violation log", "table layout cache"}
     assert "hit rate" in objs["decision cache"][3]
 
 

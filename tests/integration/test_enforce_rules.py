@@ -550,6 +550,47 @@ def test_positional_insert_and_layout_guard(pg, eproxy):
         a.close()
 
 
+
+def test_layout_cache_serves_logins_and_a_stale_one_fails_closed(pg, proxy_factory):
+    """The column order learnt at one login serves the next logins to the database
+    (layout_cache_ttl); after an ALTER TABLE a session with the cached, stale order
+    never binds a row wrongly: the layout guard refuses its positional INSERT and the
+    cache is dropped, so the next session learns the new order. ttl 0: every login asks."""
+    data = tgtest.EnforceDb(pg, "tg_enforce_layout_cache")
+    data.reset()
+    proxy = proxy_factory({"mode": "enforce", "log_level": "debug", "layout_cache_ttl": 3600})
+
+    def session():
+        return psycopg.connect(proxy.dsn(db=data.name), autocommit=True)
+
+    def probes():
+        return [line for line in proxy.log().splitlines() if "login probe:" in line]
+
+    with session() as a:
+        ok(simple(a, "INSERT INTO tenant_permissions VALUES (DEFAULT, 3, 'p1')"))
+    with session() as b:
+        ok(simple(b, "INSERT INTO tenant_permissions VALUES (DEFAULT, 4, 'p2', true, NULL, 1)"))
+    got = probes()
+    assert len(got) == 2 and "(cached)" not in got[0] and "(cached)" in got[1], got
+    # id, tenant_id, permission, granted, checked_at, workspace_id -> granted moves to the end
+    data.execute("ALTER TABLE tenant_permissions DROP COLUMN granted")
+    data.execute("ALTER TABLE tenant_permissions ADD COLUMN granted boolean NOT NULL DEFAULT false")
+    with session() as c:   # logs in with the cached order, now stale
+        # the old order names (id, tenant_id, permission, granted): the guard sees they moved
+        rejected(simple(c, "INSERT INTO tenant_permissions VALUES (DEFAULT, 6, 'p3', true)"), "0A000", LAYOUT_MSG)
+    with session() as d:   # the guard's failure dropped the entry: d asks the server
+        ok(simple(d, "INSERT INTO tenant_permissions VALUES (DEFAULT, 6, 'p3', NULL, 3, true)"))
+    got = probes()
+    assert "(cached)" in got[2] and "(cached)" not in got[3], got
+    assert data.rows("SELECT tenant_id, workspace_id, permission, granted FROM tenant_permissions ORDER BY id") == [
+        (3, 2, "p1", False), (4, 1, "p2", False), (6, 3, "p3", True)]   # granted was dropped and added back
+
+    proxy.reload({"layout_cache_ttl": 0})
+    for _ in range(2):
+        with session() as e:
+            ok(simple(e, "INSERT INTO tenant_permissions VALUES (DEFAULT, 4, 'p4', NULL, 1)"))
+    assert all("(cached)" not in line for line in probes()[4:]) and len(probes()) == 6, probes()
+
 # ------------------------------------------------------------------ typing of the tenant value
 
 def test_float_tenant_value_binds_the_stored_tenant(conn, data):
