@@ -264,6 +264,7 @@ bool pgf_parse_error(const void *payload, size_t len, pgf_error_fields *f)
         case PG_EF_MESSAGE: f->message = v; break;
         case PG_EF_DETAIL: f->detail = v; break;
         case PG_EF_HINT: f->hint = v; break;
+        case PG_EF_POSITION: f->position = v; break;
         case PG_EF_TABLE: f->table = v; break;
         case PG_EF_SCHEMA: f->schema = v; break;
         case PG_EF_CONSTRAINT: f->constraint = v; break;

@@ -102,7 +102,7 @@ int pgf_ready(struct evbuffer *out, char status);
 /* The fields of an ErrorResponse/NoticeResponse payload. Pointers into the
  * payload; NULL when absent. */
 typedef struct pgf_error_fields {
-    const char *severity, *code, *message, *detail, *hint, *table, *schema, *constraint;
+    const char *severity, *code, *message, *detail, *hint, *table, *schema, *constraint, *position;
 } pgf_error_fields;
 bool pgf_parse_error(const void *payload, size_t len, pgf_error_fields *f);
 

@@ -83,6 +83,7 @@
 #define PG_EF_MESSAGE           'M'
 #define PG_EF_DETAIL            'D'
 #define PG_EF_HINT              'H'
+#define PG_EF_POSITION          'P'
 #define PG_EF_TABLE             't'
 #define PG_EF_SCHEMA            's'
 #define PG_EF_CONSTRAINT        'n'

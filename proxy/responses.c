@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -85,6 +86,22 @@ static bool substitute_error(tg_session *s, const pgf_error_fields *f, track_ctx
               c->reject_message ? c->reject_message : "tenantguard: statement refused", NULL);
     c->reject = false;   /* one substitution per request */
     (void)s;
+    return true;
+}
+
+/* A type mistake in the client's text that the server met first inside our
+ * helper calls (42883 naming them): the words the server gives for the
+ * client's own text (42804), see rw_errmap.c. */
+static bool map_type_error(tg_session *s, const pgf_error_fields *f, track_ctx *c, struct evbuffer *out)
+{
+    if (!c || !c->has_decision || c->d.action != RW_REPLACE || !f->code || strcmp(f->code, "42883") != 0)
+        return false;
+    char msg[512];
+    if (!rw_map_helper_error(s->rt->rw, c->d.text, f->message, f->position ? atoi(f->position) : 0, msg,
+                             sizeof(msg)))
+        return false;
+    pgf_error(out, f->severity ? f->severity : "ERROR", "42804", msg,
+              "You will need to rewrite or cast the expression.");
     return true;
 }
 
@@ -179,7 +196,7 @@ bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *pay
         track_ctx *c = slot ? slot->ctx : NULL;
         if (slot && slot->kind == PG_FE_PARSE && c && c->name)
             sessenv_prepared_remove(&s->env, false, c->name);   /* it was never created */
-        replaced = out && substitute_error(s, &f, c, out);
+        replaced = out && (substitute_error(s, &f, c, out) || map_type_error(s, &f, c, out));
         if (!replaced)
             count_server_violation(s, &f, c);
         break;

@@ -257,6 +257,14 @@ void rw_decision_release(rw_decision *d);
  * log; "" when the text does not parse. */
 void rw_fingerprint(const char *text, char out[17]);
 
+/* The server's 42883 "function SCHEMA.helper(types) does not exist" for
+ * `text` (a rewrite's text; position: the error's 1-based character
+ * position, 0 if none) as PostgreSQL words the client's own mistake: into
+ * out, "column "c" is of type T but expression is of type U" (42804).
+ * p: the policy the rewrite was made under. False: leave the error. */
+bool rw_map_helper_error(const rw_policy *p, const char *text, const char *message, int position, char *out,
+                         size_t outlen);
+
 /* Start-up check that the parser's node layout is the one we were built
  * against. Returns NULL when good, else a static message. */
 const char *rw_selftest(void);

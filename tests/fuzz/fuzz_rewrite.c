@@ -297,8 +297,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *in_tree = tree_of(sql, &n_in);
         if (d.action == RW_REPLACE && proto == RW_PROTO_SIMPLE && in_tree && n_in != n_out)
             die("a REPLACE changed the number of statements", sql, &d);
-        if (d.action == RW_REPLACE)
+        if (d.action == RW_REPLACE) {
             check_events(sql, in_tree, out_tree, &d);
+            /* the type-error wording reads the helper calls back out of any rewrite */
+            static const char *const msgs[] = {
+                "function tenantguard.as_type(bigint, bigint, text) does not exist",
+                "function tenantguard.tenant_keep(unknown, unknown, bigint, text) does not exist",
+                "function tenantguard.ws_verify(unknown, bigint, bigint, bigint, text, unknown) does not exist",
+            };
+            char mapped[256];
+            if (rw_map_helper_error(pol, d.text, msgs[len % 3], (int)(len % (d.len + 2)), mapped, sizeof(mapped)) &&
+                (strncmp(mapped, "column \"", 8) != 0 || !strstr(mapped, "\" is of type ")))
+                die("a mapped type error of another shape", sql, &d);
+        }
         if (d.action == RW_REJECT &&
             (!d.sqlstate || strlen(d.sqlstate) != 5 || !d.message || !d.marker || !strstr(d.text, d.marker)))
             die("a REJECT without sqlstate/message/marker", sql, &d);

@@ -623,6 +623,63 @@ static void test_big_and_deep(void **state)
     rw_policy_free(p);
 }
 
+/* The server's 42883 on a helper call, said as the server says the client's
+ * own type mistake; anything unsure is left alone. */
+static void test_map_helper_error(void **state)
+{
+    (void)state;
+    rw_policy *p = policy_for("enforce", 1);
+    env_hold eh;
+    const rw_env *env = env_for("path=public", &eh);
+    char out[256];
+    struct {
+        const char *sql, *message, *want;
+    } cases[] = {
+        {"INSERT INTO policies (tenant_id, name) VALUES ('3'::text, 'x')",
+         "function tenantguard.as_type(bigint, bigint, text) does not exist",
+         "column \"tenant_id\" is of type bigint but expression is of type text"},
+        {"UPDATE policies SET tenant_id = '3'::text", "function tenantguard.tenant_keep(unknown, unknown, bigint, text) does not exist",
+         "column \"tenant_id\" is of type bigint but expression is of type text"},
+        {"UPDATE policies SET tenant_id = now()",
+         "function tenantguard.tenant_keep(unknown, unknown, bigint, timestamp with time zone) does not exist",
+         "column \"tenant_id\" is of type bigint but expression is of type timestamp with time zone"},
+        /* not ours, translated, or types that do not differ: left alone */
+        {"UPDATE policies SET tenant_id = '3'::text", "function public.tenant_keep(unknown, unknown, bigint, text) does not exist", NULL},
+        {"UPDATE policies SET tenant_id = '3'::text", "Funktion tenantguard.tenant_keep(unknown, unknown, bigint, text) existiert nicht", NULL},
+        {"UPDATE policies SET tenant_id = '3'::text", "function tenantguard.tenant_keep(unknown, unknown, bigint, bigint) does not exist", NULL},
+        {"UPDATE policies SET tenant_id = '3'::text", "function tenantguard.tenant_keep(unknown, bigint, text) does not exist", NULL},
+        {"UPDATE policies SET tenant_id = '3'::text", "function tenantguard.nope(bigint, text) does not exist", NULL},
+        /* two calls of the same helper and no position: which one failed is unknown */
+        {"UPDATE policies SET tenant_id = '3'::text; UPDATE findings SET tenant_id = 4",
+         "function tenantguard.tenant_keep(unknown, unknown, bigint, text) does not exist", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rw_decision d = rw_decide(NULL, p, env, NULL, RW_PROTO_SIMPLE, cases[i].sql, strlen(cases[i].sql));
+        assert_int_equal(d.action, RW_REPLACE);
+        bool ok = rw_map_helper_error(p, d.text, cases[i].message, 0, out, sizeof(out));
+        if (cases[i].want) {
+            assert_true(ok);
+            assert_string_equal(out, cases[i].want);
+        } else {
+            assert_false(ok);
+        }
+        rw_decision_release(&d);
+    }
+    /* ... with the error's position, the second call is found */
+    const char *two = "UPDATE policies SET tenant_id = 5; UPDATE findings SET tenant_id = '3'::text";
+    rw_decision d = rw_decide(NULL, p, env, NULL, RW_PROTO_SIMPLE, two, strlen(two));
+    const char *second = strstr(strstr(d.text, "tenant_keep(") + 1, "tenantguard.tenant_keep(");
+    assert_non_null(second);
+    assert_true(rw_map_helper_error(p, d.text, "function tenantguard.tenant_keep(unknown, unknown, bigint, text) does not exist",
+                                    (int)(second - d.text) + 1, out, sizeof(out)));
+    assert_string_equal(out, "column \"tenant_id\" is of type bigint but expression is of type text");
+    assert_false(rw_map_helper_error(p, d.text, "function tenantguard.tenant_keep(unknown, unknown, bigint, text) does not exist",
+                                     (int)(second - d.text), out, sizeof(out)));
+    rw_decision_release(&d);
+    env_release(&eh);
+    rw_policy_free(p);
+}
+
 int main(void)
 {
     cfg = load_cfg();
@@ -640,6 +697,7 @@ int main(void)
         cmocka_unit_test(test_env_hash),
         cmocka_unit_test(test_fingerprint_and_names),
         cmocka_unit_test(test_big_and_deep),
+        cmocka_unit_test(test_map_helper_error),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     tg_config_unref(cfg);
