@@ -78,12 +78,33 @@ ignore_startup_parameters = extra_float_digits,options
             return int(f.read().strip())
 
     def stop(self):
-        if self.proc:
-            self.proc.send_signal(signal.SIGINT)
+        """Stop PgBouncer itself: under runuser (as root) the child we started
+        does not pass the signal on, and a PgBouncer left behind keeps
+        retrying its vanished server and takes CPU from the next benchmark."""
+        if not self.proc:
+            return
+        try:
+            pid = self.pid
+        except (OSError, ValueError):
+            pid = self.proc.pid
+        for sig in (signal.SIGINT, signal.SIGKILL):
             try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                tgtest.wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+                                  open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+                                  10, what="pgbouncer to exit")
+                break
+            except Exception:
+                continue
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 def pgbench(port, db, args, duration, clients, logdir, user="trust_user", env=None):
