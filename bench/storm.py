@@ -19,14 +19,21 @@ session mode that keeps its server connections between client sessions
 one): the storm then measures tenantguard's own connection handling, and the
 reference is the same storm straight to that PgBouncer.
 
+Also printed: CPU milliseconds per session of each kind of process on the
+machine (PostgreSQL's backends, PgBouncer, pgbench, tenantguard), which shows
+what bounds the rate when everything shares one machine.
+
 Not a test: figures for the issue's closing note. The machine is shared: quote
 the rate reached, not only the target.
 """
 import argparse
+import collections
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
@@ -51,6 +58,53 @@ def percentiles(logdir):
     return {q: lat[min(len(lat) - 1, int(len(lat) * q / 100))] for q in (50, 90, 99, 99.9)} | {"max": lat[-1]}
 
 
+def proc_cpu():
+    """{pid: (kind, cpu seconds)} of every process now: kind is the command name
+    (postgres, pgbouncer, pgbench, tenantguard)."""
+    out = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                d = f.read()
+        except OSError:
+            continue
+        kind = d[d.index("(") + 1:d.rindex(")")]
+        fields = d.rsplit(")", 1)[1].split()
+        out[p] = (kind, (int(fields[11]) + int(fields[12])) / B.CLK_TCK)
+    return out
+
+
+class CpuByKind:
+    """CPU seconds spent by each kind of process while running, sampled every
+    0.2 s: a process that exits is counted up to its last sample, one that lives
+    less than 0.2 s (a backend forked per session straight to PostgreSQL) not at
+    all -- so the figures are exact with --server-pool, a lower bound without."""
+    KINDS = ("postgres", "pgbouncer", "pgbench", "tenantguard")
+
+    def __enter__(self):
+        self.before = proc_cpu()
+        self.last = dict(self.before)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+        return self
+
+    def _run(self):
+        while not self.stop.wait(0.2):
+            self.last.update(proc_cpu())
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join()
+        self.last.update(proc_cpu())
+        self.by_kind = collections.Counter()
+        for p, (kind, cpu) in self.last.items():
+            if kind in self.KINDS:
+                self.by_kind[kind] += cpu - self.before.get(p, (kind, 0.0))[1]
+
+
 def storm(port, db, args, wd, pid=None, name="storm"):
     script = os.path.join(wd, "storm.sql")
     with open(script, "w") as f:
@@ -63,7 +117,8 @@ def storm(port, db, args, wd, pid=None, name="storm"):
     argv = [B.PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", "trust_user", "-n", "-C", "-M", "simple",
             "-c", str(args.clients), "-j", "2", "-T", str(args.seconds)] + (["-R", str(args.rate)] if args.rate else []) + [
             "-f", script, "-l", "--log-prefix", os.path.join(logdir, "tx"), db]
-    r = subprocess.run(argv, capture_output=True, text=True)
+    with CpuByKind() as kinds:
+        r = subprocess.run(argv, capture_output=True, text=True)
     cpu = (B.cpu_seconds(pid) - cpu0) if pid else 0
     out = r.stdout + r.stderr
     done = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1)) \
@@ -73,7 +128,7 @@ def storm(port, db, args, wd, pid=None, name="storm"):
     errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "fatal" in line.lower()]
     return {"done": done, "rate": done / args.seconds, "failed": int(failed.group(1)) if failed else 0,
             "aborted_clients": aborted, "errors": sorted(set(e.split(":", 2)[-1].strip() for e in errors))[:5],
-            "lat_ms": percentiles(logdir), "cpu_s": cpu, "exit": r.returncode}
+            "lat_ms": percentiles(logdir), "cpu_s": cpu, "exit": r.returncode, "cpu_by_kind": kinds.by_kind}
 
 
 def main():
@@ -109,6 +164,9 @@ def main():
                   f"aborted clients {r['aborted_clients']}  latency ms {lat} max={r['lat_ms'].get('max', 0):.1f}"
                   + (f"  proxy CPU {r['cpu_s']:.1f}s ({100 * r['cpu_s'] / args.seconds:.0f}% of a core)"
                      if pid else ""), flush=True)
+            if r["done"]:
+                per = ", ".join(f"{k} {1000 * v / r['done']:.2f}" for k, v in r["cpu_by_kind"].most_common() if v > 0)
+                print(f"{'':12s} CPU ms per session by process: {per}", flush=True)
             if r["errors"]:
                 print(f"{'':12s} errors: {r['errors']}")
         bad = pg.psql("SELECT count(*) FROM policies p JOIN tenants t ON t.id = p.tenant_id "

@@ -257,7 +257,9 @@ static bool cache_use(tg_session *s)
     for (int i = 0; i < e->n; i++)
         probe_catalog_set(&s->probe, e->rows[i].schema, e->rows[i].table, e->rows[i].cols);
     if (s->probe.n != e->n) {   /* out of memory on the way: ask the server */
+        uint64_t key = s->probe.cache_key;
         probe_free(&s->probe);
+        s->probe.cache_key = key;
         c->misses++;
         return false;
     }
