@@ -20,7 +20,6 @@
 #include "proxy/admin.h"
 #include "proxy/commands.h"
 #include "proxy/metrics.h"
-#include "proxy/probe.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
 #include "proxy/sidecar.h"
@@ -388,19 +387,7 @@ static int setup(tg_runtime *rt, tg_config *cfg)
     TAILQ_INIT(&rt->justfree);
     rt->cfg = cfg;
     rt->generation = 1;
-    /* With the changelist, the enables and disables a session makes in one
-     * loop iteration (phase changes, write interest on and off) reach the
-     * kernel as one epoll_ctl per fd at dispatch instead of one each: a
-     * short session made 22 epoll_ctl calls without it. Its documented
-     * hazard is dup()'d fds, which tenantguard never registers. */
-    struct event_config *ecfg = event_config_new();
-    if (ecfg) {
-        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-        rt->base = event_base_new_with_config(ecfg);
-        event_config_free(ecfg);
-    }
-    if (!rt->base)
-        rt->base = event_base_new();
+    rt->base = event_base_new();
     if (!rt->base) {
         log_error("cannot create the event loop");
         return -1;
@@ -515,7 +502,6 @@ static void teardown(tg_runtime *rt)
         rw_policy_free(rt->rw);
     if (rt->cache)
         rw_cache_free(rt->cache);
-    probe_cache_clear(rt);
     tg_stats_free(rt->stats);
     admin_users_free(rt->admin_users);
     free(rt->overlay);
