@@ -20,6 +20,7 @@
 #include "proxy/admin.h"
 #include "proxy/commands.h"
 #include "proxy/metrics.h"
+#include "proxy/probe.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
 #include "proxy/sidecar.h"
@@ -502,6 +503,7 @@ static void teardown(tg_runtime *rt)
         rw_policy_free(rt->rw);
     if (rt->cache)
         rw_cache_free(rt->cache);
+    probe_cache_clear(rt);
     tg_stats_free(rt->stats);
     admin_users_free(rt->admin_users);
     free(rt->overlay);
