@@ -1,5 +1,6 @@
 /*
- * fastio.c -- the plain-socket fast path of the active phase (see fastio.h).
+ * fastio.c -- the I/O of one half of a session in the active phase (see
+ * fastio.h).
  */
 #include "config.h"
 
@@ -25,13 +26,7 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     fastio *f = arg;
     ssize_t n = recv(fd, scratch, sizeof(scratch), 0);
     if (n > 0) {
-        /* A socket bufferevent freezes the end of its input (only libevent
-         * adds to it); thaw it for our add, as libevent does for its own. */
-        struct evbuffer *in = bufferevent_get_input(f->bev);
-        evbuffer_unfreeze(in, 0);
-        int rc = evbuffer_add(in, scratch, (size_t)n);
-        evbuffer_freeze(in, 0);
-        if (rc != 0) {
+        if (evbuffer_add(f->in, scratch, (size_t)n) != 0) {
             f->on_event(f->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, f->arg);
             return;
         }
@@ -43,25 +38,76 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     f->on_event(f->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), f->arg);
 }
 
+/* Write what the kernel takes; false after a write error (on_event ran). */
+static bool write_some(fastio *f)
+{
+    int n = evbuffer_write(f->out, f->fd);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        f->on_event(f->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, f->arg);
+        return false;
+    }
+    return true;
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fastio *f = arg;
+    f->writing = false;
+    if (!write_some(f))
+        return;
+    size_t left = evbuffer_get_length(f->out);
+    if (left > 0 && event_add(f->wev, NULL) == 0)
+        f->writing = true;   /* the rest when writable again */
+    if (left <= f->low_water)
+        f->on_drained(f->bev, f->arg);
+}
+
 int fastio_attach(fastio *f, struct event_base *base, struct bufferevent *bev, bool plain,
-                  fastio_read_fn on_read, fastio_event_fn on_event, void *arg)
+                  size_t low_water, fastio_read_fn on_read, fastio_read_fn on_drained,
+                  fastio_event_fn on_event, void *arg)
 {
     f->bev = bev;
     f->plain = plain;
+    f->low_water = low_water;
     f->on_read = on_read;
+    f->on_drained = on_drained;
     f->on_event = on_event;
     f->arg = arg;
-    f->rev = NULL;
     f->reading = false;
     if (!plain) {
+        f->in = bufferevent_get_input(bev);
+        f->out = bufferevent_get_output(bev);
         bufferevent_enable(bev, EV_READ | EV_WRITE);
         f->reading = true;
         return 0;
     }
     /* libevent stops reading and writing this socket; we do both. */
     bufferevent_disable(bev, EV_READ | EV_WRITE);
-    f->rev = event_new(base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, read_cb, f);
-    if (!f->rev)
+    if (!f->own_in)
+        f->own_in = evbuffer_new();
+    if (!f->own_out)
+        f->own_out = evbuffer_new();
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    f->fd = fd;
+    f->writing = false;
+    f->rev = event_new(base, fd, EV_READ | EV_PERSIST, read_cb, f);
+    f->wev = event_new(base, fd, EV_WRITE, write_cb, f);
+    if (!f->own_in || !f->own_out || !f->rev || !f->wev) {
+        f->in = f->out = NULL;
+        return -1;
+    }
+    f->in = f->own_in;
+    f->out = f->own_out;
+    /* What the login phase left buffered (the client may have pipelined its
+     * first queries behind its password; ReadyForQuery waits to go out). A
+     * socket bufferevent freezes the start of its output: thaw it to take. */
+    struct evbuffer *bin = bufferevent_get_input(bev), *bout = bufferevent_get_output(bev);
+    evbuffer_unfreeze(bout, 1);
+    int rc = evbuffer_add_buffer(f->in, bin) | evbuffer_add_buffer(f->out, bout);
+    evbuffer_freeze(bout, 1);
+    if (rc != 0)
         return -1;
     fastio_read(f, true);
     return 0;
@@ -69,11 +115,36 @@ int fastio_attach(fastio *f, struct event_base *base, struct bufferevent *bev, b
 
 void fastio_detach(fastio *f)
 {
+    if (f->bev && f->plain && f->in) {
+        /* The input's end is frozen for all but libevent: thaw it to give
+         * back. Appending to the output is allowed. */
+        struct evbuffer *bin = bufferevent_get_input(f->bev);
+        evbuffer_unfreeze(bin, 0);
+        evbuffer_add_buffer(bin, f->in);
+        evbuffer_freeze(bin, 0);
+        evbuffer_add_buffer(bufferevent_get_output(f->bev), f->out);
+    }
     if (f->rev) {
         event_free(f->rev);
         f->rev = NULL;
     }
+    if (f->wev) {
+        event_free(f->wev);
+        f->wev = NULL;
+    }
+    f->writing = false;
     f->bev = NULL;
+    f->reading = false;
+}
+
+void fastio_free(fastio *f)
+{
+    fastio_detach(f);
+    if (f->own_in)
+        evbuffer_free(f->own_in);
+    if (f->own_out)
+        evbuffer_free(f->own_out);
+    f->own_in = f->own_out = f->in = f->out = NULL;
 }
 
 void fastio_read(fastio *f, bool on)
@@ -97,23 +168,10 @@ void fastio_flush(fastio *f)
 {
     if (!f->plain || !f->bev)
         return;   /* TLS: libevent writes on its own */
-    struct evbuffer *out = bufferevent_get_output(f->bev);
-    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(f->bev) & EV_WRITE))
-        return;   /* nothing to do, or libevent already waits to write the rest */
-    /* Likewise the start of its output is frozen: thaw it to write. */
-    evbuffer_unfreeze(out, 1);
-    int n = evbuffer_write(out, bufferevent_getfd(f->bev));
-    evbuffer_freeze(out, 1);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        f->on_event(f->bev, BEV_EVENT_WRITING | BEV_EVENT_ERROR, f->arg);
+    if (f->writing || evbuffer_get_length(f->out) == 0)
+        return;   /* already waiting to write the rest, or nothing to do */
+    if (!write_some(f))
         return;
-    }
-    if (evbuffer_get_length(out) > 0)
-        bufferevent_enable(f->bev, EV_WRITE);   /* the rest when writable */
-}
-
-void fastio_write_done(fastio *f)
-{
-    if (f->plain && f->bev && evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
-        bufferevent_disable(f->bev, EV_WRITE);
+    if (evbuffer_get_length(f->out) > 0 && event_add(f->wev, NULL) == 0)
+        f->writing = true;
 }

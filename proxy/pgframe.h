@@ -35,6 +35,14 @@ pgf_peek_result pgf_peek(struct evbuffer *buf, pgf_header *h);
 /* The same for the message starting `off` bytes into the buffer. */
 pgf_peek_result pgf_peek_at(struct evbuffer *buf, size_t off, pgf_header *h);
 
+/* The same for a header in memory (at least 5 bytes at p). */
+static inline pgf_peek_result pgf_peek_mem(const uint8_t *p, pgf_header *h)
+{
+    h->type = (char)p[0];
+    h->len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | (uint32_t)p[4];
+    return h->len < 4 ? PGF_BAD_LENGTH : PGF_HEADER;
+}
+
 /* Total bytes of the message on the wire: 1 + len. */
 static inline size_t pgf_wire_len(const pgf_header *h)
 {

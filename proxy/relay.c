@@ -56,8 +56,10 @@ void relay_begin(tg_session *s)
     bufferevent_setwatermark(s->sv.bev, EV_WRITE, hw / 2, 0);
     bufferevent_set_max_single_read(s->cl.bev, 65536);
     bufferevent_set_max_single_read(s->sv.bev, 65536);
-    if (fastio_attach(&s->cl_io, s->rt->base, s->cl.bev, !s->cl.tls, client_read_cb, client_event_cb, s) != 0 ||
-        fastio_attach(&s->sv_io, s->rt->base, s->sv.bev, !s->sv.tls, server_read_cb, server_event_cb, s) != 0) {
+    if (fastio_attach(&s->cl_io, s->rt->base, s->cl.bev, !s->cl.tls, hw / 2, client_read_cb, output_drained_cb,
+                      client_event_cb, s) != 0 ||
+        fastio_attach(&s->sv_io, s->rt->base, s->sv.bev, !s->sv.tls, hw / 2, server_read_cb, output_drained_cb,
+                      server_event_cb, s) != 0) {
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
         return;
     }
@@ -68,7 +70,7 @@ void relay_begin(tg_session *s)
     if (s->state != SS_ACTIVE)
         return;
     /* The client may have pipelined its first queries behind its password. */
-    if (evbuffer_get_length(bufferevent_get_input(s->cl.bev)) > 0)
+    if (evbuffer_get_length(s->cl_io.in) > 0)
         client_read_cb(s->cl.bev, s);
 }
 
@@ -81,9 +83,66 @@ uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static bool over_high_water(const tg_session *s, struct bufferevent *dst)
+/* ---------------------------------------------------------------- cursor */
+
+/* An input buffer as the relay loops see it. The first `run` bytes are
+ * whole messages already due to the other side: they move in one
+ * evbuffer_remove_buffer when something else must be written or the batch
+ * ends, not one move per message. `p`/`n` are the buffer's first chain in
+ * place, so headers and the names in small messages are read without a
+ * copy; `avail` is the buffer's length. Refreshed after every change of
+ * `in`. */
+typedef struct cursor {
+    struct evbuffer *in, *out;
+    const uint8_t *p;
+    size_t n, avail, run;
+} cursor;
+
+static void cur_refresh(cursor *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(dst)) >= (size_t)s->cfg->buffer_high_water;
+    struct evbuffer_iovec v;
+    c->avail = evbuffer_get_length(c->in);
+    if (c->avail && evbuffer_peek(c->in, 1, NULL, &v, 1) >= 1) {
+        c->p = v.iov_base;
+        c->n = v.iov_len;
+    } else {
+        c->p = NULL;
+        c->n = 0;
+    }
+}
+
+/* Move the run; returns its length for the byte counters. */
+static size_t cur_flush(cursor *c)
+{
+    size_t run = c->run;
+    if (!run)
+        return 0;
+    evbuffer_remove_buffer(c->in, c->out, run);
+    c->run = 0;
+    cur_refresh(c);
+    return run;
+}
+
+/* The header of the message after the run. */
+static pgf_peek_result cur_peek(const cursor *c, pgf_header *h)
+{
+    if (c->run + 5 <= c->n)
+        return pgf_peek_mem(c->p + c->run, h);
+    if (c->avail - c->run < 5)
+        return PGF_NEED_MORE;
+    return pgf_peek_at(c->in, c->run, h);
+}
+
+/* The bytes of the message after the run that sit in place (or NULL). */
+static const uint8_t *cur_view(const cursor *c, size_t *len)
+{
+    *len = c->run < c->n ? c->n - c->run : 0;
+    return *len ? c->p + c->run : NULL;
+}
+
+static bool over_high_water(const tg_session *s, const fastio *dst, size_t run)
+{
+    return evbuffer_get_length(dst->out) + run >= (size_t)s->cfg->buffer_high_water;
 }
 
 /* Move up to `n` bytes of a message being streamed; returns bytes left. */
@@ -110,13 +169,13 @@ void relay_resume_reading(tg_session *s)
 {
     if (s->state != SS_ACTIVE)
         return;
-    if (s->cl.throttled && !over_high_water(s, s->sv.bev) && !track_full(s->track) &&
+    if (s->cl.throttled && !over_high_water(s, &s->sv_io, 0) && !track_full(s->track) &&
         s->env.pending_lexing == 0 && !(s->rt->paused && track_pending(s->track) == 0)) {
         s->cl.throttled = false;
         fastio_read(&s->cl_io, true);
         client_read_cb(s->cl.bev, s);   /* work on what is already buffered */
     }
-    if (s->state == SS_ACTIVE && s->sv.throttled && !over_high_water(s, s->cl.bev)) {
+    if (s->state == SS_ACTIVE && s->sv.throttled && !over_high_water(s, &s->cl_io, 0)) {
         s->sv.throttled = false;
         fastio_read(&s->sv_io, true);
         server_read_cb(s->sv.bev, s);
@@ -125,10 +184,10 @@ void relay_resume_reading(tg_session *s)
 
 static void output_drained_cb(struct bufferevent *bev, void *arg)
 {
+    (void)bev;
     tg_session *s = arg;
     if (s->state != SS_ACTIVE)
         return;
-    fastio_write_done(bev == s->cl.bev ? &s->cl_io : &s->sv_io);
     relay_resume_reading(s);
 }
 
@@ -153,35 +212,83 @@ static void client_protocol_error(tg_session *s, const char *msg)
     sess_fatal(s, TG_SQLSTATE_PROTOCOL_VIOLATION, msg, NULL);
 }
 
-/* Returns false when the session ended. */
-static bool handle_client_message(tg_session *s, const pgf_header *h, struct evbuffer *in,
-                                  struct evbuffer *out)
+/* Pass the message after the run: whole, it joins the run; else the run
+ * goes, then the message's header and what has arrived, the rest streamed
+ * later via stream_left. */
+static void client_pass(tg_session *s, cursor *c, const pgf_header *h)
 {
-    bool whole = evbuffer_get_length(in) >= pgf_wire_len(h);
+    size_t wire = pgf_wire_len(h);
+    if (c->avail - c->run >= wire) {
+        c->run += wire;
+        return;
+    }
+    s->cl.bytes_in += cur_flush(c);
+    pass_message(c->in, c->out, h, &s->cl.stream_left, &s->cl.bytes_in);
+    cur_refresh(c);
+}
+
+/* Bind, Execute, Close: read their names in place behind the run; when that
+ * is not enough (a long name, a chain boundary, a Bind to replace) the run
+ * goes first and they read from the head. */
+static int client_names(tg_session *s, cursor *c, const pgf_header *h, track_ctx **ctx, bool *sent)
+{
+    size_t vlen;
+    const uint8_t *view = cur_view(c, &vlen);
+    int rc = h->type == PG_FE_BIND      ? relay_bind(s, h, NULL, view, vlen, NULL, sent)
+             : h->type == PG_FE_EXECUTE ? relay_execute(s, h, NULL, view, vlen, ctx)
+                                        : relay_close(s, h, NULL, view, vlen, ctx);
+    if (rc != 2)
+        return rc;
+    s->cl.bytes_in += cur_flush(c);
+    rc = h->type == PG_FE_BIND      ? relay_bind(s, h, c->in, NULL, 0, c->out, sent)
+         : h->type == PG_FE_EXECUTE ? relay_execute(s, h, c->in, NULL, 0, ctx)
+                                    : relay_close(s, h, c->in, NULL, 0, ctx);
+    cur_refresh(c);
+    return rc;
+}
+
+/* Returns false when the session ended. */
+static bool handle_client_message(tg_session *s, const pgf_header *h, cursor *c)
+{
+    bool whole = c->avail - c->run >= pgf_wire_len(h);
 
     switch (h->type) {
     case PG_FE_TERMINATE:
         /* Relay it behind whatever precedes it, as the server would see it. */
-        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        s->cl.bytes_in += cur_flush(c);
+        pass_message(c->in, c->out, h, &s->cl.stream_left, &s->cl.bytes_in);
         sess_close_after_server_flush(s, "client terminated");
         return false;
     case PG_FE_QUERY:
     case PG_FE_PARSE:
         if (!whole)
             return true;   /* wait: these are read whole (bounded by max_packet_size) */
-        if (relay_statement(s, h, in, out) != 0)
+        s->cl.bytes_in += cur_flush(c);
+        if (relay_statement(s, h, c->in, c->out) != 0)
             return false;
+        cur_refresh(c);
         break;
     case PG_FE_DESCRIBE: {
-        uint8_t hdr[6] = {0};
         if (!whole)
             return true;
-        evbuffer_copyout(in, hdr, pgf_wire_len(h) < 6 ? pgf_wire_len(h) : 6);   /* 'S'tatement or 'P'ortal */
-        if (track_push(s->track, h->type, hdr[5] == 'S', NULL) != 0) {
+        size_t vlen;
+        const uint8_t *view = cur_view(c, &vlen);
+        uint8_t kind = 0;   /* 'S'tatement or 'P'ortal */
+        if (pgf_wire_len(h) >= 6) {
+            if (view && vlen >= 6) {
+                kind = view[5];
+            } else {
+                s->cl.bytes_in += cur_flush(c);
+                uint8_t hdr[6];
+                if (evbuffer_copyout(c->in, hdr, 6) == 6)
+                    kind = hdr[5];
+            }
+        }
+        if (track_push(s->track, h->type, kind == 'S', NULL) != 0) {
             sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
             return false;
         }
-        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        client_pass(s, c, h);
         break;
     }
     case PG_FE_BIND:
@@ -189,13 +296,11 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
     case PG_FE_CLOSE: {
         /* These are read only as far as the names they carry. */
         size_t need = pgf_wire_len(h) < RELAY_NAMES_PEEK ? pgf_wire_len(h) : RELAY_NAMES_PEEK;
-        if (evbuffer_get_length(in) < need)
+        if (c->avail - c->run < need)
             return true;
         track_ctx *ctx = NULL;
         bool sent = false;
-        int rc = h->type == PG_FE_BIND      ? relay_bind(s, h, in, out, &sent)
-                 : h->type == PG_FE_EXECUTE ? relay_execute(s, h, in, &ctx)
-                                            : relay_close(s, h, in, &ctx);
+        int rc = client_names(s, c, h, &ctx, &sent);
         if (rc > 0)
             return true;   /* a long name: wait for the whole message */
         if (rc != 0) {
@@ -204,13 +309,15 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
                 sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
             return false;
         }
-        if (sent)
+        if (sent) {
+            cur_refresh(c);
             break;   /* relay_bind queued its own Bind; the client's is dropped as it streams */
+        }
         if (track_push(s->track, h->type, false, ctx) != 0) {
             sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
             return false;
         }
-        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        client_pass(s, c, h);
         break;
     }
     case PG_FE_FUNCTION_CALL:
@@ -222,7 +329,7 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, struct evb
             sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
             return false;
         }
-        pass_message(in, out, h, &s->cl.stream_left, &s->cl.bytes_in);
+        client_pass(s, c, h);
         break;
     }
     s->cl.stream_type = h->type;
@@ -242,37 +349,42 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 
 static void client_read_batch(struct bufferevent *bev, tg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer *out = bufferevent_get_output(s->sv.bev);
+    (void)bev;
+    cursor c = {.in = s->cl_io.in, .out = s->sv_io.out};
+    cur_refresh(&c);
 
     while (s->state == SS_ACTIVE) {
+        /* A message is streamed or dropped only with no run before it. */
         if (s->cl.stream_left && s->cl.stream_drop) {
-            size_t n = evbuffer_get_length(in) < s->cl.stream_left ? evbuffer_get_length(in)
-                                                                    : s->cl.stream_left;
-            evbuffer_drain(in, n);
+            size_t n = c.avail < s->cl.stream_left ? c.avail : s->cl.stream_left;
+            evbuffer_drain(c.in, n);
+            cur_refresh(&c);
             s->cl.stream_left -= (uint32_t)n;
             if (s->cl.stream_left)
                 break;
             s->cl.stream_drop = false;
         }
-        if (s->cl.stream_left && over_high_water(s, s->sv.bev)) {
+        if (s->cl.stream_left && over_high_water(s, &s->sv_io, 0)) {
             s->cl.throttled = true;     /* even inside one big message */
             fastio_read(&s->cl_io, false);
             break;
         }
         if (s->cl.stream_left) {
-            s->cl.stream_left = stream_some(in, out, s->cl.stream_left, &s->cl.bytes_in);
+            s->cl.stream_left = stream_some(c.in, c.out, s->cl.stream_left, &s->cl.bytes_in);
+            cur_refresh(&c);
             if (s->cl.stream_left)
                 break;
         }
-        if (over_high_water(s, s->sv.bev) || track_full(s->track) || s->env.pending_lexing > 0 ||
+        if (over_high_water(s, &s->sv_io, c.run) || track_full(s->track) || s->env.pending_lexing > 0 ||
             (s->rt->paused && track_pending(s->track) == 0)) {
             /* A setting that changes how text is read (standard_conforming_
              * strings, client_encoding) is in flight: the server reads the
              * next message with the new value, so wait for its answer -- and
              * ask the server for it now, in case no Sync follows yet. */
-            if (s->env.pending_lexing > 0 && !s->cl.throttled)
-                evbuffer_add(out, "H\0\0\0\4", 5);
+            if (s->env.pending_lexing > 0 && !s->cl.throttled) {
+                s->cl.bytes_in += cur_flush(&c);
+                evbuffer_add(c.out, "H\0\0\0\4", 5);
+            }
             /* PAUSE holds a session at its next request, once nothing runs. */
             s->cl.throttled = true;
             fastio_read(&s->cl_io, false);
@@ -281,7 +393,7 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
         if (track_pending(s->track) == 0)
             s->busy_since_us = mono_us();
         pgf_header h;
-        pgf_peek_result pr = pgf_peek(in, &h);
+        pgf_peek_result pr = cur_peek(&c, &h);
         if (pr == PGF_NEED_MORE)
             break;
         if (pr == PGF_BAD_LENGTH) {
@@ -301,16 +413,18 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
             client_protocol_error(s, msg);
             return;
         }
-        size_t before = evbuffer_get_length(in);
+        size_t before = c.avail - c.run;
         /* The idle clock counts messages, not bytes: a client trickling a
          * Query one byte a second is idle until the message is whole. */
-        if (evbuffer_get_length(in) >= pgf_wire_len(&h))
+        if (before >= pgf_wire_len(&h))
             s->last_activity = time(NULL);
-        if (!handle_client_message(s, &h, in, out))
+        if (!handle_client_message(s, &h, &c))
             return;
-        if (evbuffer_get_length(in) == before && !s->cl.stream_left)
+        if (c.avail - c.run == before && !s->cl.stream_left)
             break;   /* waiting for the rest of a whole-read message */
     }
+    if (s->state == SS_ACTIVE)
+        s->cl.bytes_in += cur_flush(&c);
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -355,15 +469,12 @@ static void server_read_cb(struct bufferevent *bev, void *arg)
         relay_resume_reading(s);
 }
 
-/* Forward the `*run` bytes at the head of `in` in one move. */
-static void flush_run(tg_session *s, struct evbuffer *in, struct evbuffer *out, size_t *run)
+/* The run goes to the client in one move. */
+static void server_flush(tg_session *s, cursor *c)
 {
-    if (!*run)
-        return;
-    evbuffer_remove_buffer(in, out, *run);
-    s->sv.bytes_in += *run;
-    s->cl.bytes_out += *run;
-    *run = 0;
+    size_t n = cur_flush(c);
+    s->sv.bytes_in += n;
+    s->cl.bytes_out += n;
 }
 
 /* Small inspected messages (ReadyForQuery, CommandComplete, ...) are read
@@ -381,58 +492,64 @@ static void flush_run(tg_session *s, struct evbuffer *in, struct evbuffer *out, 
 
 static void server_read_batch(struct bufferevent *bev, tg_session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(bev);
-    struct evbuffer *out = bufferevent_get_output(s->cl.bev);
-    size_t run = 0;   /* bytes at the head of `in` already due to the client */
+    (void)bev;
+    cursor c = {.in = s->sv_io.in, .out = s->cl_io.out};
+    cur_refresh(&c);
 
     while (s->state == SS_ACTIVE) {
-        if (s->sv.stream_left && over_high_water(s, s->cl.bev)) {
+        if (s->sv.stream_left && over_high_water(s, &s->cl_io, 0)) {
             s->sv.throttled = true;     /* even inside one big DataRow */
             fastio_read(&s->sv_io, false);
             break;
         }
         if (s->sv.stream_left) {
-            s->sv.stream_left = stream_some(in, out, s->sv.stream_left, &s->sv.bytes_in);
+            s->sv.stream_left = stream_some(c.in, c.out, s->sv.stream_left, &s->sv.bytes_in);
+            cur_refresh(&c);
             if (s->sv.stream_left)
                 break;
         }
-        if (evbuffer_get_length(out) + run >= (size_t)s->cfg->buffer_high_water) {
-            flush_run(s, in, out, &run);
+        if (over_high_water(s, &s->cl_io, c.run)) {
+            server_flush(s, &c);
             s->sv.throttled = true;
             fastio_read(&s->sv_io, false);
             break;
         }
         pgf_header h;
-        pgf_peek_result pr = pgf_peek_at(in, run, &h);
+        pgf_peek_result pr = cur_peek(&c, &h);
         if (pr == PGF_NEED_MORE)
             break;
         /* No PostgreSQL message comes near 2 GB; 0xffffffff would also wrap
          * the streaming arithmetic (wire length 1 + len). */
         if (pr == PGF_BAD_LENGTH || h.len > 0x7ffffffeu || (server_inspects(&h) && h.len > SERVER_INSPECT_MAX)) {
-            flush_run(s, in, out, &run);
+            server_flush(s, &c);
             sess_fatal(s, TG_SQLSTATE_CONNECTION_FAILURE, "tenantguard: invalid message from the server",
                        NULL);
             return;
         }
         size_t wire = pgf_wire_len(&h);
-        bool whole = evbuffer_get_length(in) - run >= wire;
+        bool whole = c.avail - c.run >= wire;
         if (server_inspects(&h)) {
             if (!whole)
                 break;
             if (h.type != PG_BE_ERROR && wire <= SERVER_INSPECT_INLINE) {
-                uint8_t msg[SERVER_INSPECT_INLINE];
-                struct evbuffer_ptr p;
-                evbuffer_ptr_set(in, &p, run, EVBUFFER_PTR_SET);
-                evbuffer_copyout_from(in, &p, msg, wire);
-                relay_server_inspect(s, &h, msg + 5, NULL);
-                run += wire;
+                if (c.run + wire <= c.n) {
+                    relay_server_inspect(s, &h, c.p + c.run + 5, NULL);   /* in place */
+                } else {
+                    uint8_t msg[SERVER_INSPECT_INLINE];
+                    struct evbuffer_ptr p;
+                    evbuffer_ptr_set(c.in, &p, c.run, EVBUFFER_PTR_SET);
+                    evbuffer_copyout_from(c.in, &p, msg, wire);
+                    relay_server_inspect(s, &h, msg + 5, NULL);
+                }
+                c.run += wire;
                 continue;
             }
             /* An error may be replaced, a big message is read in place: both
              * from the head, after what is due before them. */
-            flush_run(s, in, out, &run);
-            if (relay_server_message(s, &h, in, out) != 0)
+            server_flush(s, &c);
+            if (relay_server_message(s, &h, c.in, c.out) != 0)
                 return;
+            cur_refresh(&c);
             continue;
         }
         if (!whole && wire <= SERVER_HOLD_MAX)
@@ -441,13 +558,14 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
             s->request_failed = true;   /* a huge error: streamed, still an error */
         track_server_msg(s->track, h.type);
         if (whole) {
-            run += wire;
+            c.run += wire;
             continue;
         }
-        flush_run(s, in, out, &run);
-        pass_message(in, out, &h, &s->sv.stream_left, &s->sv.bytes_in);
+        server_flush(s, &c);
+        pass_message(c.in, c.out, &h, &s->sv.stream_left, &s->sv.bytes_in);
+        cur_refresh(&c);
     }
-    flush_run(s, in, out, &run);
+    server_flush(s, &c);
 }
 
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)

@@ -27,11 +27,20 @@ struct track_ctx;
  * client's message is dropped as it streams). Execute and Close: *ctx gets
  * what their slot must remember (or NULL). They need the first
  * RELAY_NAMES_PEEK bytes of the message, or all of it when a name is longer:
- * then they return 1 until it is whole. Return -1 when the session ended. */
+ * then they return 1 until it is whole. Return -1 when the session ended.
+ *
+ * The message is at the head of `in`; or, with `in` NULL, it is somewhere
+ * behind other messages still due to the server and `view` holds its first
+ * `view_len` bytes in place: then they return 2 when they need more than
+ * the view, or (Bind) need to write to `out` -- the caller sends what
+ * precedes the message and calls again with `in`. */
 #define RELAY_NAMES_PEEK 135
-int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out, bool *sent);
-int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);
-int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, struct track_ctx **ctx);
+int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t view_len,
+               struct evbuffer *out, bool *sent);
+int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t view_len,
+                  struct track_ctx **ctx);
+int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t view_len,
+                struct track_ctx **ctx);
 
 /* The bookkeeping of one inspected server message whose bytes the caller
  * forwards itself; returns true when it wrote a replacement to `out` instead

@@ -147,6 +147,8 @@ void sess_free(tg_session *s)
 {
     assert(s->state == SS_DEAD);
     track_free(s->track);
+    fastio_free(&s->cl_io);
+    fastio_free(&s->sv_io);
     admin_free(s);
     sessenv_free(&s->env);
     probe_free(&s->probe);
@@ -189,6 +191,7 @@ void sess_fatal(tg_session *s, const char *sqlstate, const char *message, const 
     tg_clog(TG_LOG_INFO, &s->log, "fatal to client: %s %s", sqlstate, message);
     /* In the middle of a server message streamed to the client, an
      * ErrorResponse would read as the rest of that message: close instead. */
+    fastio_detach(&s->cl_io);   /* what is queued for the client goes first */
     if (s->cl.bev && s->sv.stream_left == 0)
         pgf_error(bufferevent_get_output(s->cl.bev), "FATAL", sqlstate, message, hint);
     sess_close_after_flush(s, message);

@@ -471,12 +471,19 @@ int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, str
  * buffers of PG_NAME_MAX + 1. Returns 0; 1 when a name runs past what is
  * buffered (read the message whole first: max_packet_size bounds it); -1
  * when the message is malformed (the server will say so). */
-static int peek_names(struct evbuffer *in, const pgf_header *h, size_t skip, char *a, char *b)
+static int peek_names(struct evbuffer *in, const uint8_t *view, size_t view_len, const pgf_header *h, size_t skip,
+                      char *a, char *b)
 {
     size_t wire = pgf_wire_len(h), n = wire < RELAY_NAMES_PEEK ? wire : RELAY_NAMES_PEEK;
     uint8_t head[RELAY_NAMES_PEEK];
     const uint8_t *p = head, *end1, *end2;
-    if (n < 5 + skip + 1 || evbuffer_copyout(in, head, n) != (ssize_t)n)
+    if (n < 5 + skip + 1)
+        return -1;
+    if (view && view_len >= n)
+        p = view;   /* read in place: the buffer's first chain holds it */
+    else if (!in)
+        return 2;   /* not all in the view: the caller reads it from the head */
+    else if (evbuffer_copyout(in, head, n) != (ssize_t)n)
         return -1;
     for (;;) {
         const uint8_t *start = p + 5 + skip, *lim = p + n;
@@ -486,6 +493,8 @@ static int peek_names(struct evbuffer *in, const pgf_header *h, size_t skip, cha
             break;
         if (n == wire)
             return -1;
+        if (!in)
+            return 2;   /* a long name: the caller reads it from the head */
         if (evbuffer_get_length(in) < wire)
             return 1;
         if (!(p = evbuffer_pullup(in, (ssize_t)wire)))
@@ -507,17 +516,20 @@ static int peek_names(struct evbuffer *in, const pgf_header *h, size_t skip, cha
 
 /* Bind: remember which statement the portal runs; refuse a statement that
  * was prepared before enforcement and writes a watched table. */
-int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out, bool *sent)
+int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t view_len,
+               struct evbuffer *out, bool *sent)
 {
     char portal[PG_NAME_MAX + 1], stmt[PG_NAME_MAX + 1];
     *sent = false;
-    int rc = peek_names(in, h, 0, portal, stmt);
+    int rc = peek_names(in, view, view_len, h, 0, portal, stmt);
     if (rc != 0)
-        return rc > 0 ? 1 : 0;   /* wait for the rest; malformed: the server will say so */
+        return rc > 0 ? rc : 0;   /* wait for the rest; malformed: the server will say so */
     sessenv_prepared *p = sessenv_prepared_find(&s->env, false, stmt);
     sessenv_portal_bind(&s->env, portal, stmt);
     if (!p || !prepared_is_stale(s, p))
         return 0;
+    if (!in)
+        return 2;   /* it is replaced: again from the head, with what precedes it sent */
     track_ctx *c = stmtctx_new(PG_FE_BIND);
     if (!c) {
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
@@ -548,13 +560,14 @@ int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, struct e
 }
 
 /* Execute: the effects of the portal's statement apply when it completes. */
-int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, track_ctx **ctx)
+int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t view_len,
+                  track_ctx **ctx)
 {
     char portal[PG_NAME_MAX + 1];
     *ctx = NULL;
-    int rc = peek_names(in, h, 0, portal, NULL);
+    int rc = peek_names(in, view, view_len, h, 0, portal, NULL);
     if (rc != 0)
-        return rc > 0 ? 1 : 0;
+        return rc > 0 ? rc : 0;
     const sessenv_prepared *p = sessenv_prepared_find(&s->env, false, sessenv_portal_statement(&s->env, portal));
     if (!p || (!p->n_effects && !p->rewritten))
         return 0;
@@ -572,16 +585,21 @@ int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, track
 }
 
 /* Close of a statement: forget it once the server confirms. */
-int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, track_ctx **ctx)
+int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t view_len,
+                track_ctx **ctx)
 {
     uint8_t head[6];
     char name[PG_NAME_MAX + 1];
     *ctx = NULL;
-    if (evbuffer_copyout(in, head, 6) != 6 || head[5] != 'S')
+    if (view && view_len >= 6)
+        memcpy(head, view, 6);
+    else if (!in || evbuffer_copyout(in, head, 6) != 6)
+        return in ? 0 : 2;
+    if (head[5] != 'S')
         return 0;
-    int rc = peek_names(in, h, 1, name, NULL);
+    int rc = peek_names(in, view, view_len, h, 1, name, NULL);
     if (rc != 0)
-        return rc > 0 ? 1 : 0;
+        return rc > 0 ? rc : 0;
     track_ctx *c = stmtctx_new(PG_FE_CLOSE);
     if (!c)
         return -1;

@@ -45,7 +45,7 @@ void track_set_release(sess_track *t, track_ctx_release_fn fn)
 
 static track_slot *at(sess_track *t, size_t i)
 {
-    return &t->ring[(t->head + i) % t->cap];
+    return &t->ring[(t->head + i) & (t->cap - 1)];   /* cap is a power of two */
 }
 
 static void pop(sess_track *t)
@@ -54,7 +54,7 @@ static void pop(sess_track *t)
     if (s->ctx && t->release)
         t->release(s->ctx);
     s->ctx = NULL;
-    t->head = (t->head + 1) % t->cap;
+    t->head = (t->head + 1) & (t->cap - 1);
     t->count--;
 }
 
@@ -111,7 +111,7 @@ int track_push(sess_track *t, char fe_type, bool describe_statement, track_ctx *
         t->cap = cap;
         t->head = 0;
     }
-    track_slot *s = &t->ring[(t->head + t->count) % t->cap];
+    track_slot *s = &t->ring[(t->head + t->count) & (t->cap - 1)];
     memset(s, 0, sizeof(*s));
     s->kind = fe_type;
     s->describe_statement = describe_statement;
