@@ -9,6 +9,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -141,13 +143,49 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     log_info("accepting connections again");
 }
 
+static void open_spare_fd(tg_runtime *rt)
+{
+    if (rt->has_spare_fd)
+        return;
+    rt->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    rt->has_spare_fd = rt->spare_fd >= 0;
+}
+
+/* Out of descriptors, a client waiting in the listen backlog would wait
+ * until some session ends -- for ever, as far as it can tell. So one
+ * descriptor is kept spare: given up, it accepts the client, which gets
+ * 53300 and is closed, and is taken back. The listener stays readable while
+ * the backlog holds more, so each waiting client gets its answer in turn. */
+static bool refuse_with_spare_fd(tg_runtime *rt, struct evconnlistener *l)
+{
+    if (!rt->has_spare_fd)
+        return false;
+    close(rt->spare_fd);
+    rt->has_spare_fd = false;
+    evutil_socket_t fd = accept4(evconnlistener_get_fd(l), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        char junk[1024];
+        while (recv(fd, junk, sizeof(junk), 0) > 0)
+            ;   /* what it sent already: unread data would make close() a reset */
+        refuse(fd, TG_SQLSTATE_TOO_MANY_CONNECTIONS, "tenantguard: out of file descriptors; try again later");
+        rt->counters.refused_fds++;
+    }
+    open_spare_fd(rt);
+    return fd >= 0;
+}
+
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
-    (void)l;
     tg_runtime *rt = arg;
     int err = EVUTIL_SOCKET_ERROR();
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
         log_warning("accept: %s", evutil_socket_error_to_string(err));
+        return;
+    }
+    if ((err == EMFILE || err == ENFILE) && refuse_with_spare_fd(rt, l)) {
+        if (rt->counters.refused_fds == 1 || rt->counters.refused_fds % 1000 == 0)
+            log_warning("accept: %s; refusing new clients (53300) until descriptors are free "
+                        "(%" PRIu64 " so far)", evutil_socket_error_to_string(err), rt->counters.refused_fds);
         return;
     }
     if (rt->listeners_paused)
@@ -246,6 +284,7 @@ static int open_unix(tg_runtime *rt, char *err, size_t errlen)
 int listeners_open(tg_runtime *rt, char *err, size_t errlen)
 {
     const tg_config *c = rt->cfg;
+    open_spare_fd(rt);
     rt->listen_retry = evtimer_new(rt->base, retry_cb, rt);
     if (!rt->listen_retry) {
         snprintf(err, errlen, "out of memory");
@@ -295,6 +334,10 @@ void listeners_close(tg_runtime *rt)
     if (rt->listen_retry) {
         event_free(rt->listen_retry);
         rt->listen_retry = NULL;
+    }
+    if (rt->has_spare_fd) {
+        close(rt->spare_fd);
+        rt->has_spare_fd = false;
     }
     if (rt->unix_path[0]) {
         unlink(rt->unix_path);

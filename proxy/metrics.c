@@ -131,6 +131,8 @@ static void render_connections(tg_runtime *rt, struct evbuffer *out)
                c->server_connect_failures);
     metric_u64(out, "tenantguard_cancels_forwarded_total", "counter", "Cancel requests forwarded.",
                c->cancels_forwarded);
+    metric_u64(out, "tenantguard_clients_refused_fds_total", "counter",
+               "Clients refused (53300) because the proxy was out of file descriptors.", c->refused_fds);
     metric_u64(out, "tenantguard_protocol_errors_total", "counter", "Connections closed for a protocol error.",
                c->protocol_errors);
     head(out, "tenantguard_bytes_total", "counter", "Bytes by side (client, server) and direction.");

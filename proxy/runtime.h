@@ -45,6 +45,7 @@ typedef enum {
 typedef struct rt_counters {
     uint64_t clients_accepted;
     uint64_t clients_refused_max_conn;
+    uint64_t refused_fds;           /* refused at EMFILE/ENFILE with the spare descriptor */
     uint64_t login_failures;
     uint64_t server_connect_failures;
     uint64_t cancels_forwarded;
@@ -65,6 +66,8 @@ typedef struct tg_runtime {
     struct evconnlistener *listeners[RT_MAX_LISTENERS];
     int n_listeners;
     bool listeners_paused;          /* accept() hit EMFILE/ENFILE */
+    bool has_spare_fd;              /* spare_fd is open */
+    int spare_fd;                   /* /dev/null, given up to refuse a client at EMFILE */
     char unix_path[108];            /* our socket file, removed at exit */
     struct event *listen_retry;
 
