@@ -45,6 +45,8 @@
 typedef enum { ABF_W_START, ABF_W_PAUSE, ABF_W_CANCEL } abf_wait_kind;
 typedef enum { ABF_NOTE_STARTED, ABF_NOTE_PAUSED, ABF_NOTE_RESUMED } abf_note_kind;
 
+#define ABF_ENDED_MAX 64
+
 struct adm_backfill {
     tg_workq *q;                /* the backfill thread */
     abf_job *job;               /* the run in flight; NULL when none */
@@ -54,6 +56,10 @@ struct adm_backfill {
     } wait[ABF_WAITERS];        /* console sessions waiting for the engine */
     int n_wait;
     char last[1024];            /* how the last run here ended, for SHOW BACKFILL */
+    /* The runs of the last job here, ended: SHOW BACKFILL may have read them
+     * from operation_runs as running just before the job wrote their end. */
+    int64_t ended[ABF_ENDED_MAX];
+    int n_ended;
 };
 
 typedef struct abf_note {
@@ -455,8 +461,14 @@ static void job_done(tg_job *jb)
         snprintf(j->res.reason, sizeof(j->res.reason), "shutdown");
         snprintf(j->res.message, sizeof(j->res.message), "tenantguard is shutting down");
     }
-    if (b->job == j)
+    if (b->job == j) {
         b->job = NULL;
+        pthread_mutex_lock(&j->mu);
+        b->n_ended = 0;
+        for (int i = 0; i < j->snap.n_runs && b->n_ended < ABF_ENDED_MAX; i++)
+            b->ended[b->n_ended++] = j->snap.runs[i].id;
+        pthread_mutex_unlock(&j->mu);
+    }
     const tg_bf_result *res = &j->res;
     snprintf(b->last, sizeof(b->last), "the last console run (started by %s) ended: %s%s%s (%" PRId64
              " rows bound in %.1f s)", j->user, res->status == TG_BF_OK ? "done" : res->reason,
@@ -735,6 +747,15 @@ bool admin_backfill_runs_here(const tg_runtime *rt, int64_t run_id, bool *paused
     *paused = j->snap.paused;
     pthread_mutex_unlock(&j->mu);
     return found;
+}
+
+bool admin_backfill_ended_here(const tg_runtime *rt, int64_t run_id)
+{
+    const adm_backfill *b = rt->backfill;
+    for (int i = 0; b && i < b->n_ended; i++)
+        if (b->ended[i] == run_id)
+            return true;
+    return false;
 }
 
 const char *admin_backfill_last(const tg_runtime *rt)

@@ -74,6 +74,8 @@ tg_session *abf_waiting_console(struct tg_runtime *rt, uint64_t id);
 void abf_write_plan(const tg_bf_result *res, struct evbuffer *out);
 /* Does this process drive run `run_id` now (and is it paused)? */
 bool admin_backfill_runs_here(const struct tg_runtime *rt, int64_t run_id, bool *paused);
+/* Was run `run_id` driven by the last console job here, which has ended? */
+bool admin_backfill_ended_here(const struct tg_runtime *rt, int64_t run_id);
 /* How the last console run of this process ended; NULL before any. */
 const char *admin_backfill_last(const struct tg_runtime *rt);
 

@@ -148,10 +148,13 @@ static void state_of(tg_runtime *rt, json_t *run, json_t *lock, char *buf, size_
     const char *status = json_string_value(json_object_get(run, "status"));
     bool active = status && (strcmp(status, "queued") == 0 || strcmp(status, "running") == 0);
     bool paused = false;
+    int64_t id = json_integer_value(json_object_get(run, "id"));
     if (!active)
         snprintf(buf, len, "done");
-    else if (admin_backfill_runs_here(rt, json_integer_value(json_object_get(run, "id")), &paused))
+    else if (admin_backfill_runs_here(rt, id, &paused))
         snprintf(buf, len, "%s here", paused ? "paused" : "running");
+    else if (admin_backfill_ended_here(rt, id))
+        snprintf(buf, len, "done");   /* read as running just before its job here ended */
     else if (json_is_object(lock))
         snprintf(buf, len, "running in pid %d (%s)", (int)json_integer_value(json_object_get(lock, "pid")),
                  jstr(lock, "application", "?"));
