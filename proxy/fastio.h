@@ -2,7 +2,7 @@
  * fastio.h -- the I/O of one half of a session in the active phase.
  *
  * A plain socket is read and written here, not by its bufferevent: one
- * recv() per readiness, one writev() per batch, EV_WRITE armed only for what
+ * recv() per readiness, one sendmsg() per batch, EV_WRITE armed only for what
  * the kernel did not take (libevent's socket bufferevent adds an FIONREAD
  * ioctl per read and two epoll_ctl per write). Its bytes live in two evbuffers
  * of our own, without the callbacks a bufferevent hangs on its buffers, which
