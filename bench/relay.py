@@ -58,7 +58,13 @@ def main():
         for rnd in range(args.rounds):
             for wl, wargs in workloads.items():
                 for mode in ("simple", "prepared"):
-                    for name, (port, pid) in targets.items():
+                    # The order turns each round: whatever drifts during a
+                    # round (checkpoints, a neighbour's load) falls on each
+                    # target in turn, not always on the last one.
+                    names = list(targets)
+                    k = rnd % len(names)
+                    for name in names[k:] + names[:k]:
+                        port, pid = targets[name]
                         cpu0 = B.cpu_seconds(pid) if pid else 0
                         tps, p99, n, _ = B.pgbench(port, "bench", wargs + ["-M", mode], args.seconds,
                                                    args.clients, logdir)
@@ -84,6 +90,22 @@ def main():
                     t = B.median(r["tps"])
                     print(f"{wl + ' ' + mode:16s} {name:11s} {t:9.0f} {B.median(r['p99']):7.2f} "
                           f"{B.median(r['cpu_us']):9.1f} {t / d:8.2f} {t / pb:11.2f}")
+
+        # The same ratios taken round by round (each pair ran minutes apart
+        # at most), then the median: steadier than a ratio of medians when
+        # the machine's speed drifts over the run.
+        print("\npaired per round, median of the rounds' ratios")
+        print(f"{'workload':16s} {'tg/pgbouncer tps':>16s} {'tg/pgbouncer cpu/tx':>20s} {'tg/direct tps':>14s}")
+        for wl in workloads:
+            for mode in ("simple", "prepared"):
+                tg = results[(wl, mode, "tenantguard")]
+                pb = results[(wl, mode, "pgbouncer")]
+                di = results[(wl, mode, "direct")]
+                r_tps = [a / b for a, b in zip(tg["tps"], pb["tps"]) if b]
+                r_cpu = [a / b for a, b in zip(tg["cpu_us"], pb["cpu_us"]) if b]
+                r_dir = [a / b for a, b in zip(tg["tps"], di["tps"]) if b]
+                print(f"{wl + ' ' + mode:16s} {B.median(r_tps):16.2f} {B.median(r_cpu):20.2f} "
+                      f"{B.median(r_dir):14.2f}")
 
         # RSS with idle clients: log in and stay idle.
         if args.idle:
