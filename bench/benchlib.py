@@ -131,6 +131,24 @@ def pgbench(port, db, args, duration, clients, logdir, user="trust_user", env=No
     return tps, p99, len(lat), r.stdout
 
 
+RELAY_INSERT_SQL = "\\set r random(1, 1000000)\nINSERT INTO bench_insert (a, b) VALUES (:r, 'relay');\n"
+
+
+def relay_db(pg, wd):
+    """The database of the relay benchmarks: pgbench's tables (scale 10) and a
+    one-row INSERT script into bench_insert; returns the script's path."""
+    pg.psql("CREATE DATABASE bench OWNER trust_user", db="postgres")
+    subprocess.run([PGBENCH, "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port),
+                    "-U", "trust_user", "bench"], check=True, capture_output=True)
+    pg.psql("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, a int, b text)", db="bench",
+            user="trust_user")
+    script = os.path.join(wd, "insert.sql")
+    with open(script, "w") as f:
+        f.write(RELAY_INSERT_SQL)
+    os.chmod(script, 0o644)
+    return script
+
+
 def median(xs):
     return statistics.median(xs) if xs else 0.0
 

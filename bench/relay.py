@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 import tgtest  # noqa: E402
 
-INSERT_SQL = "\\set r random(1, 1000000)\nINSERT INTO bench_insert (a, b) VALUES (:r, 'relay');\n"
 
 
 def main():
@@ -37,14 +36,7 @@ def main():
     try:
         pg.psql("ALTER SYSTEM SET max_connections = 1200", db="postgres")
         pg.restart_server()
-        pg.psql("CREATE DATABASE bench OWNER trust_user", db="postgres")
-        B.subprocess.run([B.PGBENCH, "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port),
-                          "-U", "trust_user", "bench"], check=True, capture_output=True)
-        pg.psql("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, a int, b text)", db="bench",
-                user="trust_user")
-        script = os.path.join(wd, "insert.sql")
-        with open(script, "w") as f:
-            f.write(INSERT_SQL)
+        script = B.relay_db(pg, wd)
 
         bouncer = B.PgBouncer(pg, wd).start()
         proxy = tgtest.Proxy(pg, wd, {"log_level": "warning", "max_client_conn": 5000})

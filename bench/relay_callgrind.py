@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 import tgtest  # noqa: E402
 
-INSERT_SQL = "\\set r random(1, 1000000)\nINSERT INTO bench_insert (a, b) VALUES (:r, 'relay');\n"
 
 
 def total_instructions(outfile):
@@ -94,15 +93,7 @@ def main():
     pg, base = B.start_cluster()
     wd = B.workdir()
     try:
-        pg.psql("CREATE DATABASE bench OWNER trust_user", db="postgres")
-        subprocess.run([B.PGBENCH, "-i", "-q", "-s", "10", "-h", pg.sockdir, "-p", str(pg.port),
-                        "-U", "trust_user", "bench"], check=True, capture_output=True)
-        pg.psql("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, a int, b text)", db="bench",
-                user="trust_user")
-        script = os.path.join(wd, "insert.sql")
-        with open(script, "w") as f:
-            f.write(INSERT_SQL)
-        os.chmod(script, 0o644)
+        script = B.relay_db(pg, wd)
         wargs = (["-S"] if args.workload == "select" else ["-f", script]) + ["-M", args.mode]
 
         print(f"{args.workload} -M {args.mode}, {args.clients} clients, {args.small} and {args.large} "
