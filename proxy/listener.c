@@ -164,9 +164,11 @@ static bool refuse_with_spare_fd(tg_runtime *rt, struct evconnlistener *l)
     rt->has_spare_fd = false;
     evutil_socket_t fd = accept4(evconnlistener_get_fd(l), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
+        /* What it sent already (a startup packet): unread data would make
+         * close() a reset. Bounded: a client streaming at us gets the reset. */
         char junk[1024];
-        while (recv(fd, junk, sizeof(junk), 0) > 0)
-            ;   /* what it sent already: unread data would make close() a reset */
+        for (int i = 0; i < 8 && recv(fd, junk, sizeof(junk), 0) > 0; i++)
+            ;
         refuse(fd, TG_SQLSTATE_TOO_MANY_CONNECTIONS, "tenantguard: out of file descriptors; try again later");
         rt->counters.refused_fds++;
     }

@@ -13,15 +13,6 @@
 #include "proxy/pgproto.h"
 
 /* Type byte and length of the 5 header bytes at `hdr`. */
-static inline pgf_peek_result decode_header(const uint8_t *hdr, pgf_header *h)
-{
-    uint32_t len;
-    memcpy(&len, hdr + 1, 4);
-    h->type = (char)hdr[0];
-    h->len = ntohl(len);
-    return h->len < 4 ? PGF_BAD_LENGTH : PGF_HEADER;
-}
-
 pgf_peek_result pgf_peek(struct evbuffer *buf, pgf_header *h)
 {
     uint8_t copy[5];
@@ -33,7 +24,7 @@ pgf_peek_result pgf_peek(struct evbuffer *buf, pgf_header *h)
         hdr = v.iov_base;
     else if (evbuffer_copyout(buf, copy, 5) < 5)
         return PGF_NEED_MORE;
-    return decode_header(hdr, h);
+    return pgf_peek_mem(hdr, h);
 }
 
 const uint8_t *pgf_whole(struct evbuffer *buf, uint32_t max_len, pgf_header *h, bool *bad)
@@ -60,7 +51,7 @@ pgf_peek_result pgf_peek_at(struct evbuffer *buf, size_t off, pgf_header *h)
     if (evbuffer_get_length(buf) < off + 5 || evbuffer_ptr_set(buf, &p, off, EVBUFFER_PTR_SET) != 0 ||
         evbuffer_copyout_from(buf, &p, hdr, 5) < 5)
         return PGF_NEED_MORE;
-    return decode_header(hdr, h);
+    return pgf_peek_mem(hdr, h);
 }
 
 uint32_t pgf_peek_startup_len(struct evbuffer *buf)

@@ -230,19 +230,23 @@ static void client_pass(tg_session *s, cursor *c, const pgf_header *h)
 /* Bind, Execute, Close: read their names in place behind the run; when that
  * is not enough (a long name, a chain boundary, a Bind to replace) the run
  * goes first and they read from the head. */
+static int names_of(tg_session *s, const pgf_header *h, struct evbuffer *in, const uint8_t *view, size_t vlen,
+                    struct evbuffer *out, track_ctx **ctx, bool *sent)
+{
+    return h->type == PG_FE_BIND      ? relay_bind(s, h, in, view, vlen, out, sent)
+           : h->type == PG_FE_EXECUTE ? relay_execute(s, h, in, view, vlen, ctx)
+                                      : relay_close(s, h, in, view, vlen, ctx);
+}
+
 static int client_names(tg_session *s, cursor *c, const pgf_header *h, track_ctx **ctx, bool *sent)
 {
     size_t vlen;
     const uint8_t *view = cur_view(c, &vlen);
-    int rc = h->type == PG_FE_BIND      ? relay_bind(s, h, NULL, view, vlen, NULL, sent)
-             : h->type == PG_FE_EXECUTE ? relay_execute(s, h, NULL, view, vlen, ctx)
-                                        : relay_close(s, h, NULL, view, vlen, ctx);
+    int rc = names_of(s, h, NULL, view, vlen, NULL, ctx, sent);
     if (rc != 2)
         return rc;
     s->cl.bytes_in += cur_flush(c);
-    rc = h->type == PG_FE_BIND      ? relay_bind(s, h, c->in, NULL, 0, c->out, sent)
-         : h->type == PG_FE_EXECUTE ? relay_execute(s, h, c->in, NULL, 0, ctx)
-                                    : relay_close(s, h, c->in, NULL, 0, ctx);
+    rc = names_of(s, h, c->in, NULL, 0, c->out, ctx, sent);
     cur_refresh(c);
     return rc;
 }
