@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct bufferevent;
 struct event;
@@ -28,6 +29,9 @@ struct evbuffer;
 
 typedef void (*fastio_read_fn)(struct bufferevent *bev, void *arg);
 typedef void (*fastio_event_fn)(struct bufferevent *bev, short what, void *arg);
+/* Bytes just read, with nothing buffered before them: `p` is valid only
+ * during the call; what the callee leaves unconsumed it adds to `in`. */
+typedef void (*fastio_flat_fn)(void *arg, const uint8_t *p, size_t n);
 
 typedef struct fastio {
     struct bufferevent *bev;
@@ -42,6 +46,7 @@ typedef struct fastio {
     fastio_read_fn on_read;
     fastio_read_fn on_drained;
     fastio_event_fn on_event;
+    fastio_flat_fn on_flat;      /* plain, optional: reads that find `in` empty */
     void *arg;
 } fastio;
 
@@ -61,5 +66,11 @@ void fastio_read(fastio *f, bool on);
 
 /* Write what the kernel takes now; arm EV_WRITE for the rest. */
 void fastio_flush(fastio *f);
+
+/* Append `n` bytes to the output; with nothing queued before them, write
+ * them straight from `p` first and keep only what the kernel did not take.
+ * A write error is left for the next fastio_flush to report. Returns 0, or
+ * -1 out of memory. */
+int fastio_send(fastio *f, const void *p, size_t n);
 
 #endif

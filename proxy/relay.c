@@ -40,6 +40,8 @@
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void server_read_cb(struct bufferevent *bev, void *arg);
+static void client_flat_cb(void *arg, const uint8_t *p, size_t n);
+static void server_flat_cb(void *arg, const uint8_t *p, size_t n);
 static void output_drained_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 static void server_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -56,6 +58,8 @@ void relay_begin(tg_session *s)
     bufferevent_setwatermark(s->sv.bev, EV_WRITE, hw / 2, 0);
     bufferevent_set_max_single_read(s->cl.bev, 65536);
     bufferevent_set_max_single_read(s->sv.bev, 65536);
+    s->cl_io.on_flat = client_flat_cb;
+    s->sv_io.on_flat = server_flat_cb;
     if (fastio_attach(&s->cl_io, s->rt->base, s->cl.bev, !s->cl.tls, hw / 2, client_read_cb, output_drained_cb,
                       client_event_cb, s) != 0 ||
         fastio_attach(&s->sv_io, s->rt->base, s->sv.bev, !s->sv.tls, hw / 2, server_read_cb, output_drained_cb,
@@ -85,22 +89,33 @@ uint64_t mono_us(void)
 
 /* ---------------------------------------------------------------- cursor */
 
-/* An input buffer as the relay loops see it. The first `run` bytes are
- * whole messages already due to the other side: they move in one
- * evbuffer_remove_buffer when something else must be written or the batch
- * ends, not one move per message. `p`/`n` are the buffer's first chain in
- * place, so headers and the names in small messages are read without a
- * copy; `avail` is the buffer's length. Refreshed after every change of
- * `in`. */
+/* An input as the relay loops see it. The first `run` bytes are whole
+ * messages already due to the other side: they move in one piece when
+ * something else must be written or the batch ends, not one move per
+ * message. `p`/`n` are the input's first bytes in place, so headers, names
+ * and statements are read without a copy; `avail` is the input's length.
+ *
+ * Two kinds of input. Buffered: the bytes are in the evbuffer `in`, `p`/`n`
+ * its first chain, refreshed after every change of `in`. Flat: the bytes
+ * just read, `p`/`n` all of them, `in` empty -- a read that found nothing
+ * buffered before it (the common case: a whole request, a whole answer).
+ * A flat run is written straight from the read buffer at the end of the
+ * batch, so such a message is never copied into an evbuffer at all. What
+ * needs the evbuffer (streaming, a message cut by the end of the read, the
+ * rare replacements) first turns the rest of a flat input into a buffered
+ * one (cur_unflat). */
 typedef struct cursor {
     struct evbuffer *in, *out;
     const uint8_t *p;
     size_t n, avail, run;
+    bool flat;
 } cursor;
 
 static void cur_refresh(cursor *c)
 {
     struct evbuffer_iovec v;
+    if (c->flat)
+        return;
     c->avail = evbuffer_get_length(c->in);
     if (c->avail && evbuffer_peek(c->in, 1, NULL, &v, 1) >= 1) {
         c->p = v.iov_base;
@@ -111,15 +126,76 @@ static void cur_refresh(cursor *c)
     }
 }
 
+/* Drop `k` bytes of flat input from the front. */
+static void cur_advance(cursor *c, size_t k)
+{
+    c->p += k;
+    c->n -= k;
+    c->avail -= k;
+}
+
 /* Move the run; returns its length for the byte counters. */
 static size_t cur_flush(cursor *c)
 {
     size_t run = c->run;
     if (!run)
         return 0;
-    evbuffer_remove_buffer(c->in, c->out, run);
     c->run = 0;
+    if (c->flat) {
+        evbuffer_add(c->out, c->p, run);
+        cur_advance(c, run);
+        return run;
+    }
+    evbuffer_remove_buffer(c->in, c->out, run);
     cur_refresh(c);
+    return run;
+}
+
+/* Flat input becomes buffered, the run still at its head. Out of memory
+ * the session ends: false. */
+static bool cur_unflat(tg_session *s, cursor *c)
+{
+    if (!c->flat)
+        return true;
+    c->flat = false;
+    bool ok = c->n == 0 || evbuffer_add(c->in, c->p, c->n) == 0;
+    cur_refresh(c);
+    if (!ok)
+        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+    return ok;
+}
+
+/* Drop the `k` bytes after the run (a message sent in another's place);
+ * the run goes first. */
+static void cur_skip(cursor *c, size_t k)
+{
+    cur_flush(c);
+    if (c->flat) {
+        cur_advance(c, k);
+        return;
+    }
+    evbuffer_drain(c->in, k);
+    cur_refresh(c);
+}
+
+/* The end of a batch: the run goes to `dst` -- from a flat input straight
+ * out of the read buffer when nothing is queued before it -- and what a
+ * flat input still holds (the start of a message) is kept in `in`. Returns
+ * the run's length; false in *ok out of memory. */
+static size_t cur_finish(cursor *c, fastio *dst, bool *ok)
+{
+    *ok = true;
+    if (!c->flat)
+        return cur_flush(c);
+    size_t run = c->run;
+    if (run && fastio_send(dst, c->p, run) != 0)
+        *ok = false;
+    c->run = 0;
+    cur_advance(c, run);
+    if (c->n && evbuffer_add(c->in, c->p, c->n) != 0)
+        *ok = false;
+    cur_advance(c, c->n);
+    c->flat = false;
     return run;
 }
 
@@ -223,6 +299,8 @@ static void client_pass(tg_session *s, cursor *c, const pgf_header *h)
         return;
     }
     s->cl.bytes_in += cur_flush(c);
+    if (!cur_unflat(s, c))
+        return;   /* the loop sees the session ended */
     pass_message(c->in, c->out, h, &s->cl.stream_left, &s->cl.bytes_in);
     cur_refresh(c);
 }
@@ -246,9 +324,49 @@ static int client_names(tg_session *s, cursor *c, const pgf_header *h, track_ctx
     if (rc != 2)
         return rc;
     s->cl.bytes_in += cur_flush(c);
+    if (!cur_unflat(s, c))
+        return -1;
     rc = names_of(s, h, c->in, NULL, 0, c->out, ctx, sent);
     cur_refresh(c);
     return rc;
+}
+
+/* A whole Query or Parse after the run: read in place when it is (else
+ * from the head, after the run), then it joins the run or is dropped for
+ * the message relay_statement built in its place. Returns false when the
+ * session ended. */
+static bool client_statement(tg_session *s, cursor *c, const pgf_header *h)
+{
+    size_t wire = pgf_wire_len(h);
+    const uint8_t *msg;
+    if (c->run + wire <= c->n) {
+        msg = c->p + c->run;
+    } else {
+        s->cl.bytes_in += cur_flush(c);   /* not flat: a flat input is all in place */
+        msg = evbuffer_pullup(c->in, (ssize_t)wire);
+        cur_refresh(c);
+        if (!msg) {
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return false;
+        }
+    }
+    pgf_builder b;
+    int rc = relay_statement(s, h, msg, &b);
+    if (rc < 0)
+        return false;
+    if (rc == 0) {
+        c->run += wire;
+    } else {
+        s->cl.bytes_in += cur_flush(c) + wire;
+        int fin = pgf_finish(&b, c->out);
+        cur_skip(c, wire);
+        if (fin != 0) {
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+            return false;
+        }
+    }
+    s->cl.stream_type = h->type;
+    return true;
 }
 
 /* Returns false when the session ended. */
@@ -260,6 +378,8 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, cursor *c)
     case PG_FE_TERMINATE:
         /* Relay it behind whatever precedes it, as the server would see it. */
         s->cl.bytes_in += cur_flush(c);
+        if (!cur_unflat(s, c))
+            return false;
         pass_message(c->in, c->out, h, &s->cl.stream_left, &s->cl.bytes_in);
         sess_close_after_server_flush(s, "client terminated");
         return false;
@@ -267,11 +387,7 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, cursor *c)
     case PG_FE_PARSE:
         if (!whole)
             return true;   /* wait: these are read whole (bounded by max_packet_size) */
-        s->cl.bytes_in += cur_flush(c);
-        if (relay_statement(s, h, c->in, c->out) != 0)
-            return false;
-        cur_refresh(c);
-        break;
+        return client_statement(s, c, h);
     case PG_FE_DESCRIBE: {
         if (!whole)
             return true;
@@ -283,6 +399,8 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, cursor *c)
                 kind = view[5];
             } else {
                 s->cl.bytes_in += cur_flush(c);
+                if (!cur_unflat(s, c))
+                    return false;
                 uint8_t hdr[6];
                 if (evbuffer_copyout(c->in, hdr, 6) == 6)
                     kind = hdr[5];
@@ -340,25 +458,41 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, cursor *c)
     return true;
 }
 
-static void client_read_batch(struct bufferevent *bev, tg_session *s);
+static void client_read_batch(tg_session *s, const uint8_t *flat, size_t flat_len);
 
 /* One batch: everything the client sent that can go now, then one write. */
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
+    (void)bev;
     tg_session *s = arg;
-    client_read_batch(bev, s);
+    client_read_batch(s, NULL, 0);
     if (s->state == SS_ACTIVE)
         fastio_flush(&s->sv_io);
 }
 
-static void client_read_batch(struct bufferevent *bev, tg_session *s)
+static void client_flat_cb(void *arg, const uint8_t *p, size_t n)
 {
-    (void)bev;
-    cursor c = {.in = s->cl_io.in, .out = s->sv_io.out};
-    cur_refresh(&c);
+    tg_session *s = arg;
+    client_read_batch(s, p, n);
+    if (s->state == SS_ACTIVE)
+        fastio_flush(&s->sv_io);
+}
+
+static void cursor_init(cursor *c, struct evbuffer *in, struct evbuffer *out, const uint8_t *flat, size_t flat_len)
+{
+    *c = (cursor){.in = in, .out = out, .p = flat, .n = flat_len, .avail = flat_len, .flat = flat != NULL};
+    cur_refresh(c);
+}
+
+static void client_read_batch(tg_session *s, const uint8_t *flat, size_t flat_len)
+{
+    cursor c;
+    cursor_init(&c, s->cl_io.in, s->sv_io.out, flat, flat_len);
 
     while (s->state == SS_ACTIVE) {
         /* A message is streamed or dropped only with no run before it. */
+        if (s->cl.stream_left && !cur_unflat(s, &c))
+            return;
         if (s->cl.stream_left && s->cl.stream_drop) {
             size_t n = c.avail < s->cl.stream_left ? c.avail : s->cl.stream_left;
             evbuffer_drain(c.in, n);
@@ -427,8 +561,12 @@ static void client_read_batch(struct bufferevent *bev, tg_session *s)
         if (c.avail - c.run == before && !s->cl.stream_left)
             break;   /* waiting for the rest of a whole-read message */
     }
-    if (s->state == SS_ACTIVE)
-        s->cl.bytes_in += cur_flush(&c);
+    if (s->state == SS_ACTIVE) {
+        bool ok;
+        s->cl.bytes_in += cur_finish(&c, &s->sv_io, &ok);
+        if (!ok)
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+    }
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -460,17 +598,27 @@ static bool server_inspects(const pgf_header *h)
     }
 }
 
-static void server_read_batch(struct bufferevent *bev, tg_session *s);
+static void server_read_batch(tg_session *s, const uint8_t *flat, size_t flat_len);
 
-static void server_read_cb(struct bufferevent *bev, void *arg)
+static void server_read(tg_session *s, const uint8_t *flat, size_t flat_len)
 {
-    tg_session *s = arg;
-    server_read_batch(bev, s);
+    server_read_batch(s, flat, flat_len);
     if (s->state == SS_ACTIVE)
         fastio_flush(&s->cl_io);
     /* Answers free FIFO slots: a client paused for a full FIFO may go on. */
     if (s->state == SS_ACTIVE && s->cl.throttled)
         relay_resume_reading(s);
+}
+
+static void server_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    server_read(arg, NULL, 0);
+}
+
+static void server_flat_cb(void *arg, const uint8_t *p, size_t n)
+{
+    server_read(arg, p, n);
 }
 
 /* The run goes to the client in one move. */
@@ -494,13 +642,14 @@ static void server_flush(tg_session *s, cursor *c)
  * be appended to it. */
 #define SERVER_HOLD_MAX 65536
 
-static void server_read_batch(struct bufferevent *bev, tg_session *s)
+static void server_read_batch(tg_session *s, const uint8_t *flat, size_t flat_len)
 {
-    (void)bev;
-    cursor c = {.in = s->sv_io.in, .out = s->cl_io.out};
-    cur_refresh(&c);
+    cursor c;
+    cursor_init(&c, s->sv_io.in, s->cl_io.out, flat, flat_len);
 
     while (s->state == SS_ACTIVE) {
+        if (s->sv.stream_left && !cur_unflat(s, &c))
+            return;
         if (s->sv.stream_left && over_high_water(s, &s->cl_io, 0)) {
             s->sv.throttled = true;     /* even inside one big DataRow */
             fastio_read(&s->sv_io, false);
@@ -538,7 +687,7 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
             if (h.type != PG_BE_ERROR && wire <= SERVER_INSPECT_INLINE) {
                 if (c.run + wire <= c.n) {
                     relay_server_inspect(s, &h, c.p + c.run + 5, NULL);   /* in place */
-                } else {
+                } else {   /* across chains: not flat, a flat input is all in place */
                     uint8_t msg[SERVER_INSPECT_INLINE];
                     struct evbuffer_ptr p;
                     evbuffer_ptr_set(c.in, &p, c.run, EVBUFFER_PTR_SET);
@@ -551,7 +700,7 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
             /* An error may be replaced, a big message is read in place: both
              * from the head, after what is due before them. */
             server_flush(s, &c);
-            if (relay_server_message(s, &h, c.in, c.out) != 0)
+            if (!cur_unflat(s, &c) || relay_server_message(s, &h, c.in, c.out) != 0)
                 return;
             cur_refresh(&c);
             continue;
@@ -566,10 +715,19 @@ static void server_read_batch(struct bufferevent *bev, tg_session *s)
             continue;
         }
         server_flush(s, &c);
+        if (!cur_unflat(s, &c))
+            return;
         pass_message(c.in, c.out, &h, &s->sv.stream_left, &s->sv.bytes_in);
         cur_refresh(&c);
     }
-    server_flush(s, &c);
+    if (s->state == SS_ACTIVE) {
+        bool ok;
+        size_t n = cur_finish(&c, &s->cl_io, &ok);
+        s->sv.bytes_in += n;
+        s->cl.bytes_out += n;
+        if (!ok)
+            sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+    }
 }
 
 static void server_event_cb(struct bufferevent *bev, short what, void *arg)

@@ -17,9 +17,12 @@ struct evbuffer;
 /* Microseconds on the monotonic clock (statement latency). */
 uint64_t mono_us(void);
 
-/* A whole Query or Parse message is at the head of `in`: decide, forward to
- * `out` (the server), push its FIFO slot. Returns -1 when the session ended. */
-int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out);
+/* A whole Query or Parse message, `msg` (its header included): decide and
+ * push its FIFO slot. Returns 0 when it goes to the server as it is (the
+ * caller moves it), 1 when `b` holds the message to send in its place (the
+ * caller finishes `b` and drops `msg`), -1 when the session ended. `msg` is
+ * only read. */
+int relay_statement(tg_session *s, const pgf_header *h, const uint8_t *msg, pgf_builder *b);
 
 struct track_ctx;
 

@@ -351,14 +351,9 @@ static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const cha
     return NULL;
 }
 
-static int relay_query(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+static int relay_query(tg_session *s, const pgf_header *h, const uint8_t *msg, pgf_builder *b)
 {
-    size_t wire = pgf_wire_len(h), tlen;
-    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
-    if (!msg) {
-        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
-        return -1;
-    }
+    size_t tlen;
     /* Decided into a context on the stack: most statements (reads, anything
      * pre-filtered) need nothing remembered, and then no slot context is
      * allocated at all. */
@@ -383,32 +378,25 @@ static int relay_query(tg_session *s, const pgf_header *h, struct evbuffer *in, 
         if (c->has_decision)
             mark_pending(s, c, c->d.effects, c->d.n_effects);
     }
-    if (push(s, PG_FE_QUERY, false, c) != 0)
-        return -1;
-    s->cl.bytes_in += wire;
-    if (!send) {
-        evbuffer_remove_buffer(in, out, wire);
-        return 0;
-    }
-    pgf_builder b;
-    pgf_begin(&b, PG_FE_QUERY);
-    pgf_put_bytes(&b, send, tlen);
-    pgf_put_u8(&b, 0);
-    evbuffer_drain(in, wire);
-    if (pgf_finish(&b, out) != 0) {
-        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+    if (!send)
+        return push(s, PG_FE_QUERY, false, c) != 0 ? -1 : 0;
+    /* Built before the push: once pushed, the slot (and the decision's text
+     * with it) belongs to the FIFO. */
+    pgf_begin(b, PG_FE_QUERY);
+    pgf_put_bytes(b, send, tlen);
+    pgf_put_u8(b, 0);
+    if (push(s, PG_FE_QUERY, false, c) != 0) {
+        pgf_abort(b);
         return -1;
     }
-    return 0;
+    return 1;
 }
 
-static int relay_parse(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+static int relay_parse(tg_session *s, const pgf_header *h, const uint8_t *msg, pgf_builder *b)
 {
-    size_t wire = pgf_wire_len(h), tlen;
-    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)wire);
+    size_t tlen;
     track_ctx *c = stmtctx_new(PG_FE_PARSE);
-    if (!msg || !c) {
-        stmtctx_release(c);
+    if (!c) {
         sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
         return -1;
     }
@@ -434,34 +422,23 @@ static int relay_parse(tg_session *s, const pgf_header *h, struct evbuffer *in, 
             c->text = NULL;   /* the entry owns it; Execute copies it for fingerprints */
         }
     }
-    s->cl.bytes_in += wire;
-    if (!send) {
-        if (push(s, PG_FE_PARSE, false, c) != 0)
-            return -1;
-        evbuffer_remove_buffer(in, out, wire);
-        return 0;
-    }
-    pgf_builder b;
-    pgf_begin(&b, PG_FE_PARSE);
-    pgf_put_str(&b, name);
-    pgf_put_bytes(&b, send, tlen);
-    pgf_put_u8(&b, 0);
-    pgf_put_bytes(&b, params, params_len);
+    if (!send)
+        return push(s, PG_FE_PARSE, false, c) != 0 ? -1 : 0;
+    pgf_begin(b, PG_FE_PARSE);
+    pgf_put_str(b, name);
+    pgf_put_bytes(b, send, tlen);
+    pgf_put_u8(b, 0);
+    pgf_put_bytes(b, params, params_len);
     if (push(s, PG_FE_PARSE, false, c) != 0) {
-        pgf_abort(&b);
+        pgf_abort(b);
         return -1;
     }
-    evbuffer_drain(in, wire);
-    if (pgf_finish(&b, out) != 0) {
-        sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
-        return -1;
-    }
-    return 0;
+    return 1;
 }
 
-int relay_statement(tg_session *s, const pgf_header *h, struct evbuffer *in, struct evbuffer *out)
+int relay_statement(tg_session *s, const pgf_header *h, const uint8_t *msg, pgf_builder *b)
 {
-    return h->type == PG_FE_QUERY ? relay_query(s, h, in, out) : relay_parse(s, h, in, out);
+    return h->type == PG_FE_QUERY ? relay_query(s, h, msg, b) : relay_parse(s, h, msg, b);
 }
 
 /* ---------------------------------------------------------------- Bind / Execute / Close */
