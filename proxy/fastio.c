@@ -21,6 +21,14 @@
 #define FASTIO_READ 65536
 static __thread char scratch[FASTIO_READ];
 
+/* Level-triggered, on purpose. Edge-triggered events would spare epoll one
+ * tcp_poll per event (measured: 0.23 us of CPU per relayed transaction),
+ * but a peer's RST that arrives with bytes still unread then goes unseen:
+ * libevent reports EPOLLHUP/EPOLLERR as EV_READ|EV_WRITE, never EV_CLOSED,
+ * so a read cannot tell that an error waits behind its bytes, and no new
+ * edge comes (test_client_vanishing[copy-rst] hung: the server stayed in
+ * COPY). Only reading until EAGAIN is safe with edges, and that extra
+ * recv() costs more than it saves. */
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
