@@ -55,9 +55,11 @@ void tg_stats_violation(tg_stats *s, const tg_violation *v)
 
 void tg_stats_latency(tg_stats *s, uint64_t us)
 {
-    int b = 0;
-    while (b < TG_LATENCY_BUCKETS - 1 && (1ULL << b) <= us)
-        b++;
+    /* Bucket b holds [2^(b-1), 2^b) microseconds: b is the bit length of
+     * us (0 for 0), the last bucket everything beyond. */
+    int b = us ? 64 - __builtin_clzll(us) : 0;
+    if (b > TG_LATENCY_BUCKETS - 1)
+        b = TG_LATENCY_BUCKETS - 1;
     s->latency_buckets[b]++;
     s->latency_count++;
     s->latency_sum_us += us;

@@ -273,6 +273,8 @@ static void txn_end(sessenv *e, bool committed)
 
 void sessenv_command_tag(sessenv *e, const char *tag)
 {
+    if (tag[0] != 'C' && tag[0] != 'R' && tag[0] != 'P')
+        return;   /* SELECT, INSERT, ...: once per statement, so the cheap test first */
     if (strcmp(tag, "COMMIT") == 0)
         txn_end(e, true);
     else if (strcmp(tag, "ROLLBACK") == 0)
