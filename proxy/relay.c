@@ -461,21 +461,22 @@ static bool handle_client_message(tg_session *s, const pgf_header *h, cursor *c)
 static void client_read_batch(tg_session *s, const uint8_t *flat, size_t flat_len);
 
 /* One batch: everything the client sent that can go now, then one write. */
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read(tg_session *s, const uint8_t *flat, size_t flat_len)
 {
-    (void)bev;
-    tg_session *s = arg;
-    client_read_batch(s, NULL, 0);
+    client_read_batch(s, flat, flat_len);
     if (s->state == SS_ACTIVE)
         fastio_flush(&s->sv_io);
 }
 
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    client_read(arg, NULL, 0);
+}
+
 static void client_flat_cb(void *arg, const uint8_t *p, size_t n)
 {
-    tg_session *s = arg;
-    client_read_batch(s, p, n);
-    if (s->state == SS_ACTIVE)
-        fastio_flush(&s->sv_io);
+    client_read(arg, p, n);
 }
 
 static void cursor_init(cursor *c, struct evbuffer *in, struct evbuffer *out, const uint8_t *flat, size_t flat_len)
