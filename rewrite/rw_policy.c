@@ -33,6 +33,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "rewrite/rw_internal.h"
 
@@ -421,15 +424,10 @@ static bool leading_effect(const char *s, size_t len, size_t i)
     return i < len && keyword_at(s, len, i);
 }
 
-/* The needles anchored at byte b, found at s[i]. */
-static void check_at(const rw_prefilter *pf, const char *s, size_t len, size_t i, uint8_t b, rw_pf_result *r)
+/* The needles anchored at byte b that the pair filter let through. */
+static __attribute__((noinline)) void match_needles(const rw_prefilter *pf, const char *s, size_t len, size_t i,
+                                                   uint8_t b, rw_pf_result *r)
 {
-    if (b == ';')
-        r->effects |= leading_effect(s, len, i + 1);
-    unsigned next = i + 1 < len ? (unsigned)b << 8 | fold(s[i + 1]) : 0;
-    unsigned prev = i > 0 ? (unsigned)fold(s[i - 1]) << 8 | b : 0;
-    if (!((pf->pair_next[next >> 6] >> (next & 63)) & 1) && !((pf->pair_prev[prev >> 6] >> (prev & 63)) & 1))
-        return;
     for (int k = pf->group_start[b]; k < pf->group_start[b + 1]; k++) {
         const rw_pf_needle *nd = &pf->needles[k];
         if (i < nd->anchor_off || i - nd->anchor_off + nd->len > len)
@@ -449,6 +447,20 @@ static void check_at(const rw_prefilter *pf, const char *s, size_t len, size_t i
     }
 }
 
+/* The needles anchored at byte b, found at s[i]. Inlined into the scan:
+ * most hits end at the pair test (an anchor byte inside an ordinary word),
+ * and a call per hit cost as much as the test. */
+static inline __attribute__((always_inline)) void check_at(const rw_prefilter *pf, const char *s, size_t len,
+                                                           size_t i, uint8_t b, rw_pf_result *r)
+{
+    if (b == ';' && i + 1 < len)
+        r->effects |= leading_effect(s, len, i + 1);
+    unsigned next = i + 1 < len ? (unsigned)b << 8 | fold(s[i + 1]) : 0;
+    unsigned prev = i > 0 ? (unsigned)fold(s[i - 1]) << 8 | b : 0;
+    if (((pf->pair_next[next >> 6] >> (next & 63)) & 1) | ((pf->pair_prev[prev >> 6] >> (prev & 63)) & 1))
+        match_needles(pf, s, len, i, b, r);
+}
+
 typedef uint8_t rw_v16 __attribute__((vector_size(16)));
 
 static void scan_scalar(const rw_prefilter *pf, const char *s, size_t from, size_t to, size_t len, rw_pf_result *r)
@@ -460,22 +472,27 @@ static void scan_scalar(const rw_prefilter *pf, const char *s, size_t from, size
     }
 }
 
-/* The bytes of one 16-byte block that equal an anchor: 0xff lanes in m. */
-static inline void hits(const rw_prefilter *pf, const char *s, size_t len, size_t at, rw_v16 m, rw_pf_result *r)
+/* One bit per byte of a 16-byte block whose lane in m is 0xff. */
+static inline unsigned lane_bits(rw_v16 m)
 {
-    uint64_t w[2];
-    memcpy(w, &m, 16);
-    if (!(w[0] | w[1]))
-        return;
-    for (int half = 0; half < 2; half++) {
-        while (w[half]) {
-            int lane = __builtin_ctzll(w[half]) >> 3;
-            size_t i = at + (size_t)half * 8 + (size_t)lane;
-            uint8_t b = fold(s[i]);
-            if (pf->slot[b])
-                check_at(pf, s, len, i, b, r);
-            w[half] &= ~(0xffULL << (lane * 8));
-        }
+#ifdef __SSE2__
+    return (unsigned)_mm_movemask_epi8((__m128i)m);
+#else
+    unsigned bits = 0;
+    for (int k = 0; k < 16; k++)
+        bits |= (unsigned)(m[k] & 1) << k;
+    return bits;
+#endif
+}
+
+/* The anchor bytes of the block at s[at]: one bit per byte in `bits`. */
+static inline void hits(const rw_prefilter *pf, const char *s, size_t len, size_t at, unsigned bits,
+                        rw_pf_result *r)
+{
+    while (bits) {
+        size_t i = at + (size_t)__builtin_ctz(bits);
+        bits &= bits - 1;
+        check_at(pf, s, len, i, fold(s[i]), r);
     }
 }
 
@@ -498,8 +515,8 @@ static inline rw_v16 mask12(const rw_v16 *a, rw_v16 x)
            (rw_v16)(x == a[8]) | (rw_v16)(x == a[9]) | (rw_v16)(x == a[10]) | (rw_v16)(x == a[11]);
 }
 
-/* Every 16-byte block of s; the last one overlaps the one before it (a
- * byte seen twice only sets the same result bits again). */
+/* Every 16-byte block of s; the last one overlaps the one before it, and
+ * its lanes already seen are dropped. */
 static inline __attribute__((always_inline)) void scan_blocks(const rw_prefilter *pf, const char *s, size_t len,
                                                               bool wide, rw_pf_result *r)
 {
@@ -508,17 +525,18 @@ static inline __attribute__((always_inline)) void scan_blocks(const rw_prefilter
     if (len < 16) {
         memset(&x, 0, sizeof(x));       /* 0 | 0x20 is a space: never an anchor */
         memcpy(&x, s, len);
-        hits(pf, s, len, 0, wide ? mask12(a, x) : mask8(a, x), r);
+        hits(pf, s, len, 0, lane_bits(wide ? mask12(a, x) : mask8(a, x)), r);
         return;
     }
     size_t i = 0;
     for (; i + 16 <= len; i += 16) {
         memcpy(&x, s + i, 16);
-        hits(pf, s, len, i, wide ? mask12(a, x) : mask8(a, x), r);
+        hits(pf, s, len, i, lane_bits(wide ? mask12(a, x) : mask8(a, x)), r);
     }
     if (i < len) {
         memcpy(&x, s + len - 16, 16);
-        hits(pf, s, len, len - 16, wide ? mask12(a, x) : mask8(a, x), r);
+        unsigned seen = 16 - (unsigned)(len - i);   /* lanes of the block before */
+        hits(pf, s, len, len - 16, lane_bits(wide ? mask12(a, x) : mask8(a, x)) & ~((1u << seen) - 1), r);
     }
 }
 
