@@ -153,6 +153,65 @@ def median(xs):
     return statistics.median(xs) if xs else 0.0
 
 
+def median_ci(xs, level=0.95):
+    """A distribution-free confidence interval for the median of xs: the
+    k-th smallest and k-th largest value, k the largest rank whose two tails
+    of Binomial(n, 1/2) hold at most 1 - level together. Returns (lo, hi,
+    coverage); (None, None, 0) when n is too small for any such interval
+    (n < 6 at 95%)."""
+    xs = sorted(xs)
+    n = len(xs)
+    from math import comb
+    best = None
+    tail = 0.0
+    for k in range(1, n // 2 + 1):
+        tail += comb(n, k - 1) / 2 ** n        # P(X <= k - 1)
+        if 2 * tail > 1 - level:
+            break
+        best = (xs[k - 1], xs[n - k], 1 - 2 * tail)
+    return best if best else (None, None, 0.0)
+
+
+def fmt_ratio(xs):
+    """'median [lo, hi]' of paired ratios, the interval from median_ci."""
+    m = median(xs)
+    lo, hi, cov = median_ci(xs)
+    if lo is None:
+        return f"{m:.2f} (n={len(xs)})"
+    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def pgbench_async(port, db, args, duration, clients, logdir, user="trust_user"):
+    """Start pgbench; pgbench_collect() waits for it and reads its results."""
+    os.makedirs(logdir, exist_ok=True)
+    for f in os.listdir(logdir):
+        os.unlink(os.path.join(logdir, f))
+    prefix = os.path.join(logdir, "tx")
+    argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-T", str(duration),
+            "-c", str(clients), "-j", "1", "-l", "--log-prefix", prefix] + args + [db]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), logdir
+
+
+def pgbench_collect(handle):
+    """(tps, p99_ms, n_transactions) of a pgbench_async() run."""
+    proc, logdir = handle
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {err}\n{out}")
+    m = re.search(r"tps = ([\d.]+) \((without|excluding)", out)
+    tps = float(m.group(1)) if m else 0.0
+    lat = []
+    for f in os.listdir(logdir):
+        with open(os.path.join(logdir, f)) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3:
+                    lat.append(int(parts[2]))
+    lat.sort()
+    p99 = lat[int(len(lat) * 0.99)] / 1000.0 if lat else 0.0
+    return tps, p99, len(lat)
+
+
 def start_cluster():
     base = tgtest.make_tempdir("tg-bench-")
     pg = tgtest.PgCluster(base)
