@@ -378,6 +378,26 @@ static bool remove_from(sessenv_prepared **pp, const char *name)
 void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,
                           uint64_t generation, uint64_t env_hash, rw_effect *effects, int n_effects)
 {
+    sessenv_prepared **head = sql_level ? &e->prepared_sql : &e->prepared;
+    for (sessenv_prepared *p = *head; p; p = p->next) {
+        if (!same_name(p->name, name))
+            continue;
+        /* A statement replaced in its own list (the unnamed one of a driver
+         * that parses before each execution): keep the entry and its name,
+         * change what it holds -- as remove + add would, without the
+         * allocations. */
+        for (int i = 0; i < p->n_effects; i++)
+            free((char *)p->effects[i].arg);
+        free(p->effects);
+        free(p->text);
+        p->text = text;
+        p->rewritten = rewritten;
+        p->effects = effects;
+        p->n_effects = n_effects;
+        p->generation = generation;
+        p->env_hash = env_hash;
+        return;
+    }
     sessenv_prepared_remove(e, sql_level, name);
     sessenv_prepared *p = calloc(1, sizeof(*p));
     if (!p || !(p->name = strndup(name, PG_NAME_MAX))) {
@@ -394,7 +414,6 @@ void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *te
     p->n_effects = n_effects;
     p->generation = generation;
     p->env_hash = env_hash;
-    sessenv_prepared **head = sql_level ? &e->prepared_sql : &e->prepared;
     p->next = *head;
     *head = p;
 }
