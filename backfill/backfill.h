@@ -31,6 +31,8 @@
 #define TG_BF_ACTION_STARTED "workspace_isolation.backfill_workspace_ids.started"
 #define TG_BF_ACTION_COMPLETED "workspace_isolation.backfill_workspace_ids.completed"
 #define TG_BF_ACTION_FAILED "workspace_isolation.backfill_workspace_ids.failed"
+#define TG_BF_ACTION_PAUSED "workspace_isolation.backfill_workspace_ids.paused"
+#define TG_BF_ACTION_RESUMED "workspace_isolation.backfill_workspace_ids.resumed"
 
 /* The advisory lock that makes backfill and migrate one-at-a-time per
  * database: pg_try_advisory_lock(tg_bf_lock_key()), the FNV-1a hash of this
@@ -161,6 +163,34 @@ void tg_bf_result_free(tg_bf_result *r);
  */
 tg_bf_status tg_backfill_run(const tg_bf_options *o, tg_bf_control *ctl, tg_bf_event_fn fn,
                              void *arg, tg_bf_result *res);
+
+/* ---------------------------------------------------------------- pauses */
+
+/*
+ * The engine only reports a pause to its caller (TG_BF_EV_PAUSED before it
+ * holds between two batches, TG_BF_EV_RESUMED before the next batch); the
+ * caller records it with tg_bf_record_pause(), from its event callback, so
+ * no batch writes the runs meanwhile. The CLI and the console both do, so a
+ * paused run looks the same in operation_runs whoever drives it.
+ */
+typedef enum {
+    TG_BF_MARK_PAUSED,    /* context.paused true, paused_at, paused_by; a "paused" audit entry */
+    TG_BF_MARK_RESUMED,   /* context.paused false, resumed_at, resumed_by; a "resumed" audit entry */
+    TG_BF_MARK_CLEAR,     /* the call ended while paused: context.paused false, no audit entry */
+} tg_bf_mark;
+
+/*
+ * Record a pause or a resume of the runs `runs[0..n_runs)` (the run_id of
+ * the TG_BF_EV_RUN events): their context, and one audit entry per run still
+ * queued or running, actor o->actor, context {operation_run_id, by}. `by`
+ * is who asked (NULL: o->actor). With no audit table in the policy only the
+ * context's `paused` is set. One statement on a connection of its own
+ * (o->conninfo, o->lock_timeout_ms, retried o->retries times). Returns
+ * TG_BF_OK, or TG_BF_ERROR with a sanitized reason in msg; the caller's run
+ * goes on either way.
+ */
+tg_bf_status tg_bf_record_pause(const tg_bf_options *o, tg_bf_mark what, const int64_t *runs, int n_runs,
+                                const char *by, char *msg, size_t msglen);
 
 /* The watched table named `name` ("name" or "schema.name"), or NULL. */
 const tg_table *tg_bf_find_table(const tg_policy *p, const char *name);

@@ -13,6 +13,9 @@
  *   batch    rows bound + table_progress + summary_counts    (bf_batch_sql)
  *   finish   running -> completed, outcome, completed_at,
  *            "completed" or "failed" entry                   (exactly once)
+ *   pause /  context.paused + paused_at/_by (resumed_at/_by),
+ *   resume   "paused" ("resumed") entry   (once per event, by the caller:
+ *            tg_bf_record_pause; a batch keeps those context keys)
  *
  * A process killed between any two of them leaves a state the next start
  * continues from: a queued run is started (its entry written then), a
@@ -424,4 +427,84 @@ char *bf_batch_sql(const bf_plan *p, int i)
         t->pk, p->nm.tws,
         p->nm.runs);
     return n < 0 ? NULL : sql;
+}
+
+/* ---------------------------------------------------------------- pauses */
+
+/* The statement of a tg_bf_record_pause(): $1 the run ids, $2 who asked,
+ * $3 the actor. Pause and resume touch only active runs, so a run closed
+ * meanwhile gets no entry; clear touches any run a pause was left on (a
+ * cancel closes the runs while paused). Returns how many parameters it
+ * takes. */
+static int pause_sql(const tg_policy *pol, const bf_names *nm, tg_bf_mark what, char *sql, size_t len)
+{
+    bool audit = false;
+    for (int i = 0; i < pol->n_tables; i++)
+        audit = audit || pol->tables[i].kind == TG_TABLE_AUDIT;
+    if (what == TG_BF_MARK_CLEAR || !audit) {
+        /* A clear, or no audit table in the policy: the runs' context alone
+         * says it. (Unlike started/completed, which then go to audit_logs
+         * beside the tenants table: kept as the console always did.) */
+        snprintf(sql, len,
+                 "UPDATE %s SET context = context OPERATOR(pg_catalog.||) "
+                 "pg_catalog.jsonb_build_object('paused', %s) "
+                 "WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) AND %s",
+                 nm->runs, what == TG_BF_MARK_PAUSED ? "true" : "false",
+                 what == TG_BF_MARK_CLEAR ? "context ? 'paused'" : "status IN ('queued', 'running')");
+        return 1;
+    }
+    const char *w = what == TG_BF_MARK_PAUSED ? "paused" : "resumed";
+    snprintf(sql, len,
+             "WITH r AS (UPDATE %s SET context = context OPERATOR(pg_catalog.||) "
+             "pg_catalog.jsonb_build_object('paused', %s, '%s_at', pg_catalog.now(), "
+             "'%s_by', $2::pg_catalog.text), "
+             "updated_at = pg_catalog.now() "
+             "WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) "
+             "AND status IN ('queued', 'running') "
+             "RETURNING id, workspace_id) "
+             "INSERT INTO %s (%s, %s, actor, action, status, resource_type, resource_id, context) "
+             "SELECT r.workspace_id, NULL, $3, '%s', 'success', "
+             "'operation_run', r.id::pg_catalog.text, "
+             "pg_catalog.jsonb_build_object('operation_run_id', r.id, 'by', $2::pg_catalog.text) FROM r",
+             nm->runs, what == TG_BF_MARK_PAUSED ? "true" : "false", w, w, nm->audit, nm->audit_wcol,
+             nm->audit_tcol, what == TG_BF_MARK_PAUSED ? TG_BF_ACTION_PAUSED : TG_BF_ACTION_RESUMED);
+    return 3;
+}
+
+tg_bf_status tg_bf_record_pause(const tg_bf_options *o, tg_bf_mark what, const int64_t *runs, int n_runs,
+                                const char *by, char *msg, size_t msglen)
+{
+    bf_names nm;
+    bf_err err = {"", ""};
+    char sql[2048];
+    if (!o->policy) {
+        snprintf(msg, msglen, "no policy given");
+        return TG_BF_ERROR;
+    }
+    bf_names_init(&nm, o->policy, o->runs_table);
+    int nparams = pause_sql(o->policy, &nm, what, sql, sizeof(sql));
+    /* "{1,2,3}": the runs as a bigint[] parameter. */
+    size_t cap = (size_t)(n_runs > 0 ? n_runs : 0) * 21 + 3, n = 0;
+    char *ids = malloc(cap);
+    if (!ids) {
+        snprintf(msg, msglen, "out of memory");
+        return TG_BF_ERROR;
+    }
+    ids[n++] = '{';
+    for (int i = 0; i < n_runs; i++)
+        n += (size_t)snprintf(ids + n, cap - n, "%s%" PRId64, i ? "," : "", runs[i]);
+    snprintf(ids + n, cap - n, "}");
+    const char *actor = o->actor ? o->actor : "tenantguard";
+    const char *params[] = {ids, by ? by : actor, actor};
+    bf_retry rt = {.retries = o->retries};
+    PGconn *c = bf_connect(o->conninfo, "tenantguard backfill", o->lock_timeout_ms, &err);
+    PGresult *r = c ? bf_exec_retry(c, &rt, sql, nparams, params, &err) : NULL;
+    tg_bf_status st = r ? TG_BF_OK : TG_BF_ERROR;
+    if (!r)
+        snprintf(msg, msglen, "%s", err.message);
+    PQclear(r);
+    if (c)
+        PQfinish(c);
+    free(ids);
+    return st;
 }

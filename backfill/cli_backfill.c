@@ -22,11 +22,15 @@
 
 typedef struct out_state {
     cli_common *cc;
+    const tg_bf_options *opts;  /* for tg_bf_record_pause */
     bool tty;                 /* progress bar (stdout is a terminal, not --json) */
     bool bar;                 /* a bar is drawn on the current line */
     double last_line;         /* elapsed time of the last progress line */
     cli_table *plan;          /* collected from PLAN events, printed before the runs */
     int runs, runs_reused, runs_done;
+    int64_t *run_ids;         /* every run of the call (RUN events): what a pause marks */
+    int n_run_ids, cap_run_ids;
+    bool pause_recorded;      /* the runs' context says paused: clear it if the call ends so */
 } out_state;
 
 /* The CLI's one piece of process state: what the signal handlers steer. */
@@ -278,9 +282,50 @@ static void event_json(const tg_bf_event *ev)
     cli_json_line(o);
 }
 
+/* ---------------------------------------------------------------- pauses */
+
+static void keep_run_id(out_state *o, int64_t id)
+{
+    if (o->n_run_ids == o->cap_run_ids) {
+        int cap = o->cap_run_ids ? 2 * o->cap_run_ids : 8;
+        int64_t *p = realloc(o->run_ids, (size_t)cap * sizeof(*p));
+        if (!p)
+            return;           /* that run's pause goes unrecorded; the work goes on */
+        o->run_ids = p;
+        o->cap_run_ids = cap;
+    }
+    o->run_ids[o->n_run_ids++] = id;
+}
+
+/* A pause (SIGUSR1) or resume (SIGUSR2) into the runs' context and the
+ * audit table, as the console records its BACKFILL PAUSE / RESUME; `by` is
+ * the run's actor, since a signal carries no user. Called from the event
+ * callback, so the engine writes no batch meanwhile. A failure is a
+ * warning: the backfill goes on. */
+static void record_pause(out_state *o, tg_bf_mark what)
+{
+    char err[400];
+    const char *name = what == TG_BF_MARK_PAUSED    ? "pause"
+                       : what == TG_BF_MARK_RESUMED ? "resume"
+                                                    : "end of the pause";
+    if (tg_bf_record_pause(o->opts, what, o->run_ids, o->n_run_ids, o->opts->actor, err, sizeof(err)) !=
+        TG_BF_OK) {
+        clear_bar(o);
+        fprintf(stderr, "tenantguard backfill: could not record the %s in operation_runs: %s\n", name, err);
+    }
+    o->pause_recorded = what == TG_BF_MARK_PAUSED;
+}
+
 static void on_event(const tg_bf_event *ev, void *arg)
 {
     out_state *o = arg;
+    /* Recorded before it is printed: once the line is out, the row says it. */
+    if (ev->type == TG_BF_EV_RUN)
+        keep_run_id(o, ev->run_id);
+    else if (ev->type == TG_BF_EV_PAUSED)
+        record_pause(o, TG_BF_MARK_PAUSED);
+    else if (ev->type == TG_BF_EV_RESUMED)
+        record_pause(o, TG_BF_MARK_RESUMED);
     if (o->cc->json) {
         event_json(ev);
         return;
@@ -403,8 +448,9 @@ static void help(const tg_policy *p)
            "Runs: one operation_runs row (type " TG_BF_RUN_TYPE ")\n"
            "per call and workspace that owns a tenant; an active run of the same workspace and\n"
            "table selection (left by an interrupted call) is resumed, not duplicated. audit_logs\n"
-           "gets exactly one \"started\" and one \"completed\" (or \"failed\") entry per run\n"
-           "(actions workspace_isolation.backfill_workspace_ids.*). The audit table itself is\n"
+           "gets exactly one \"started\" and one \"completed\" (or \"failed\") entry per run, and\n"
+           "one \"paused\" / \"resumed\" entry per run for each pause and resume (actions\n"
+           "workspace_isolation.backfill_workspace_ids.*). The audit table itself is\n"
            "backfilled too: its rows that name a tenant but no workspace.\n\n"
            "One backfill or migrate at a time per database: advisory lock %" PRId64 "\n"
            "(pg_try_advisory_lock; FNV-1a of \"" TG_BF_LOCK_NAME "\").\n\n"
@@ -429,8 +475,10 @@ static void help(const tg_policy *p)
            "Ids are the only row values ever printed.\n\n"
            "Signals: SIGINT or SIGTERM stop after the current batch (the runs stay active: run\n"
            "the same command again to resume; a second one kills at once, which is safe too);\n"
-           "SIGUSR1 pauses between batches and SIGUSR2 resumes; SIGQUIT cancels: stops after\n"
-           "the current batch and closes the runs as failed with reason \"cancelled\".\n\n"
+           "SIGUSR1 pauses between batches and SIGUSR2 resumes, each recorded in the runs'\n"
+           "context (paused, paused_at/paused_by or resumed_at/resumed_by; by = the actor) and\n"
+           "in audit_logs, as the console's BACKFILL PAUSE / RESUME are; SIGQUIT cancels: stops\n"
+           "after the current batch and closes the runs as failed with reason \"cancelled\".\n\n"
            "Exit codes:\n"
            "  0   done: every planned row bound, or nothing to do; a clean dry run\n"
            "  1   error: cannot connect, bad config or table, a batch failed after its retries\n"
@@ -548,10 +596,15 @@ int tg_cmd_backfill(int argc, char **argv)
         o.actor = default_actor(actor, sizeof(actor));
 
     tg_bf_control ctl = {0};
-    out_state out = {.cc = &cc, .tty = !cc.json && isatty(STDOUT_FILENO)};
+    out_state out = {.cc = &cc, .opts = &o, .tty = !cc.json && isatty(STDOUT_FILENO)};
     tg_bf_result res;
     install_signals(&ctl);
     tg_backfill_run(&o, &ctl, on_event, &out, &res);
+    /* Stopped (SIGINT) or cancelled (SIGQUIT) while paused: nothing holds
+     * the runs any more. */
+    if (out.pause_recorded)
+        record_pause(&out, TG_BF_MARK_CLEAR);
+    free(out.run_ids);
     if (cc.json)
         summary_json(&res, p);
     else

@@ -11,8 +11,9 @@
  * CANCEL answer once the engine has acted between two batches; RESUME at
  * once. The engine records start, progress, completion and cancellation in
  * operation_runs and audit_logs; it reports a pause only to its caller, so
- * the backfill thread records pauses and resumes itself (context.paused of
- * the runs, audit actions ...paused / ...resumed) before the engine waits.
+ * the backfill thread records pauses and resumes with tg_bf_record_pause()
+ * (context.paused of the runs, audit actions ...paused / ...resumed, the
+ * same statement as the CLI's) before the engine waits.
  *
  * Threads: abf_job.snap and req_user are shared with the backfill thread
  * under abf_job.mu; everything else of a job belongs to one side at a time
@@ -172,89 +173,26 @@ static void post_note(abf_job *j, abf_note_kind kind)
     mailbox_post(j->mb, &n->job);
 }
 
-/* The runs as a bigint[] literal: "{1,2,3}" (malloc'd). */
-static char *run_ids(abf_job *j)
-{
-    pthread_mutex_lock(&j->mu);
-    size_t cap = 3 + (size_t)j->snap.n_runs * 21;
-    char *s = malloc(cap);
-    if (s) {
-        size_t n = 0;
-        s[n++] = '{';
-        for (int i = 0; i < j->snap.n_runs; i++)
-            n += (size_t)snprintf(s + n, cap - n, "%s%" PRId64, i ? "," : "", j->snap.runs[i].id);
-        snprintf(s + n, cap - n, "}");
-    }
-    pthread_mutex_unlock(&j->mu);
-    return s;
-}
-
-typedef enum { ABF_REC_PAUSE, ABF_REC_RESUME, ABF_REC_CLEAR } abf_record;
-
-/* The statement of a record_pause(): the runs' context, and (pause, resume)
- * one audit entry per run. */
-static void pause_sql(const tg_policy *p, abf_record what, char *sql, size_t len)
-{
-    const tg_table *at = NULL;
-    for (int i = 0; i < p->n_tables; i++)
-        if (p->tables[i].kind == TG_TABLE_AUDIT)
-            at = &p->tables[i];
-    char runs[300], audit[300], tcol[140], wcol[140];
-    sidepq_qname(p->tenant_schema, "operation_runs", runs, sizeof(runs));
-    if (what == ABF_REC_CLEAR || !at) {
-        /* No audit table: the runs' context alone says it. */
-        snprintf(sql, len,
-                 "UPDATE %s SET context = context OPERATOR(pg_catalog.||) "
-                 "pg_catalog.jsonb_build_object('paused', %s) "
-                 "WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) AND %s",
-                 runs, what == ABF_REC_PAUSE ? "true" : "false",
-                 what == ABF_REC_CLEAR ? "context ? 'paused'" : "status IN ('queued', 'running')");
-        return;
-    }
-    sidepq_qname(at->schema, at->name, audit, sizeof(audit));
-    sidepq_qname(NULL, at->tenant_col, tcol, sizeof(tcol));
-    sidepq_qname(NULL, at->workspace_col, wcol, sizeof(wcol));
-    const char *w = what == ABF_REC_PAUSE ? "paused" : "resumed";
-    snprintf(sql, len,
-             "WITH r AS (UPDATE %s SET context = context OPERATOR(pg_catalog.||) "
-             "pg_catalog.jsonb_build_object('paused', %s, '%s_at', pg_catalog.now(), '%s_by', $2::pg_catalog.text), "
-             "updated_at = pg_catalog.now() "
-             "WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) AND status IN ('queued', 'running') "
-             "RETURNING id, workspace_id) "
-             "INSERT INTO %s (%s, %s, actor, action, status, resource_type, resource_id, context) "
-             "SELECT r.workspace_id, NULL, $3, 'workspace_isolation.backfill_workspace_ids.%s', 'success', "
-             "'operation_run', r.id::pg_catalog.text, "
-             "pg_catalog.jsonb_build_object('operation_run_id', r.id, 'by', $2::pg_catalog.text) FROM r",
-             runs, what == ABF_REC_PAUSE ? "true" : "false", w, w, audit, wcol, tcol, w);
-}
-
 /* Backfill thread: write a pause or resume of the runs into operation_runs
- * and the audit table (one statement), or clear a pause the end of the call
- * left behind. A failure is logged: the engine goes on either way. */
-static void record_pause(abf_job *j, abf_record what)
+ * and the audit table (tg_bf_record_pause, the CLI's statement), or clear a
+ * pause the end of the call left behind. A failure is logged: the engine
+ * goes on either way. */
+static void record_pause(abf_job *j, tg_bf_mark what)
 {
-    char sql[2048], err[600] = "", user[64];
-    pause_sql(&j->cfg->policy, what, sql, sizeof(sql));
+    char err[400] = "", user[64];
+    int n = 0;
     pthread_mutex_lock(&j->mu);
     snprintf(user, sizeof(user), "%s", j->req_user[0] ? j->req_user : j->user);
+    int64_t *ids = malloc(((size_t)j->snap.n_runs + 1) * sizeof(*ids));
+    for (int i = 0; ids && i < j->snap.n_runs; i++)
+        ids[n++] = j->snap.runs[i].id;
     pthread_mutex_unlock(&j->mu);
-    char *ids = run_ids(j);
-    PGconn *c = ids ? sidepq_connect(j->o.conninfo, "tenantguard backfill", err, sizeof(err)) : NULL;
-    if (c) {
-        const char *params[] = {ids, user, j->actor};
-        PGresult *r = PQexecParams(c, sql, strstr(sql, "$3") ? 3 : 1, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK)
-            sidepq_error(c, r, err, sizeof(err));
-        PQclear(r);
-        PQfinish(c);
-    } else if (!ids) {
-        snprintf(err, sizeof(err), "out of memory");
-    }
-    if (err[0])
+    if (!ids || tg_bf_record_pause(&j->o, what, ids, n, user, err, sizeof(err)) != TG_BF_OK)
         log_warning("console backfill: could not record the %s in operation_runs: %s",
-                    what == ABF_REC_PAUSE ? "pause" : what == ABF_REC_RESUME ? "resume" : "end of a pause", err);
+                    what == TG_BF_MARK_PAUSED ? "pause" : what == TG_BF_MARK_RESUMED ? "resume" : "end of a pause",
+                    ids ? err : "out of memory");
     free(ids);
-    j->pause_recorded = what == ABF_REC_PAUSE;
+    j->pause_recorded = what == TG_BF_MARK_PAUSED;
 }
 
 static void add_run(abf_job *j, const tg_bf_event *ev)
@@ -294,9 +232,9 @@ static void on_event(const tg_bf_event *ev, void *arg)
     abf_job *j = arg;
     bool first = false;
     if (ev->type == TG_BF_EV_PAUSED)
-        record_pause(j, ABF_REC_PAUSE);
+        record_pause(j, TG_BF_MARK_PAUSED);
     else if (ev->type == TG_BF_EV_RESUMED)
-        record_pause(j, ABF_REC_RESUME);
+        record_pause(j, TG_BF_MARK_RESUMED);
     pthread_mutex_lock(&j->mu);
     switch (ev->type) {
     case TG_BF_EV_RUN:
@@ -343,7 +281,7 @@ static void job_run(tg_job *jb)
     tg_backfill_run(&j->o, &j->ctl, on_event, j, &j->res);
     /* Cancelled or stopped while paused: nothing holds the runs any more. */
     if (j->pause_recorded)
-        record_pause(j, ABF_REC_CLEAR);
+        record_pause(j, TG_BF_MARK_CLEAR);
 }
 
 /* ---------------------------------------------------------------- answers */

@@ -1,10 +1,14 @@
 """The sidecar commands' surface: --help, usage errors and exit codes,
---json shapes of validate and status, config errors."""
+--json shapes of validate and status, config errors, and what the backfill's
+signals leave in operation_runs and audit_logs."""
 import itertools
+import signal
+import subprocess
 
 import pytest
 
-from test_backfill_common import fresh_db, json_lines, tg
+import tgtest
+from test_backfill_common import ACTION, fresh_db, json_lines, stop, tg
 
 _n = itertools.count()
 
@@ -157,3 +161,108 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise(pg):
     piped = db.backfill("--table", "policies", "--batch-size", "10")
     assert piped.returncode == 0 and "\x1b[" not in piped.stdout and "\r" not in piped.stdout
     assert "progress: " in piped.stdout          # the first plain progress line
+
+
+# ---------------------------------------------------------------- SIGUSR1 / SIGUSR2
+
+PAUSE_ACTOR = "ops:carol"
+
+
+def start_slow_backfill(db, tmp_path):
+    """Every table in batches of 10 with a throttle: ~380 batches, several
+    seconds of work. Output goes to files (a full pipe would stall it).
+    Returns once a run has progress, so the signal handlers are in place."""
+    out = open(tmp_path / "backfill.out", "w")
+    err = open(tmp_path / "backfill.err", "w")
+    p = subprocess.Popen([tgtest.BINARY, "backfill", "--dsn", db.dsn, "--batch-size", "10",
+                          "--throttle-ms", "20", "--actor", PAUSE_ACTOR], stdout=out, stderr=err)
+    out.close()
+    err.close()
+    tgtest.wait_until(lambda: any(r["status"] == "running" and r["summary_counts"]["processed"] > 0
+                                  for r in db.runs()), 30, what="a running run with progress")
+    return p
+
+
+def pause_entries(db, what):
+    return [a for a in db.audits() if a["action"] == ACTION + what]
+
+
+def recorded(db, what, paused):
+    """The runs once each has context.paused == paused and its `what` entry."""
+    runs = db.runs()
+    if len(pause_entries(db, what)) == len(runs) and all(
+            r["context"].get("paused") is paused for r in runs):
+        return runs
+    return None
+
+
+def test_sigusr1_pause_and_sigusr2_resume_are_recorded_like_the_console(pg, tmp_path):
+    db = fresh_db(pg, f"bf_cli_{next(_n)}")
+    p = start_slow_backfill(db, tmp_path)
+    try:
+        p.send_signal(signal.SIGUSR1)
+        runs = tgtest.wait_until(lambda: recorded(db, "paused", True), 30,
+                                 what="the pause in operation_runs and audit_logs")
+        assert len(runs) == 3 and p.poll() is None
+        ids = {str(r["id"]) for r in runs}
+        for r in runs:
+            assert r["status"] == "running" and r["completed_at"] is None and r["outcome"] is None
+            assert r["context"]["paused_by"] == PAUSE_ACTOR and "resumed_at" not in r["context"]
+        assert db.one("SELECT bool_and((context->>'paused_at')::timestamptz "
+                      "BETWEEN started_at AND now()) FROM operation_runs") is True
+        entries = pause_entries(db, "paused")
+        assert {a["resource_id"] for a in entries} == ids
+        for a in entries:
+            assert a["actor"] == PAUSE_ACTOR and a["status"] == "success"
+            assert a["resource_type"] == "operation_run" and a["tenant_id"] is None
+            assert a["context"] == {"operation_run_id": int(a["resource_id"]), "by": PAUSE_ACTOR}
+        # held between two batches: nothing moves until SIGUSR2
+        held = [r["summary_counts"]["processed"] for r in runs]
+        for _ in range(20):
+            assert [r["summary_counts"]["processed"] for r in db.runs()] == held
+        assert 0 < sum(held) < sum(r["summary_counts"]["total"] for r in runs)
+
+        p.send_signal(signal.SIGUSR2)
+        tgtest.wait_until(lambda: recorded(db, "resumed", False), 30,
+                          what="the resume in operation_runs and audit_logs")
+        assert p.wait(120) == 0
+    finally:
+        stop(p)
+    runs = db.runs()
+    assert {r["status"] for r in runs} == {"completed"}
+    assert {r["outcome"] for r in runs} == {"succeeded"}
+    for r in runs:
+        ctx = r["context"]
+        assert ctx["paused"] is False and ctx["resumed_by"] == PAUSE_ACTOR
+        assert ctx["paused_by"] == PAUSE_ACTOR and "paused_at" in ctx
+    assert db.one("SELECT bool_and((context->>'resumed_at')::timestamptz "
+                  ">= (context->>'paused_at')::timestamptz) FROM operation_runs") is True
+    acts = [a["action"][len(ACTION):] for a in db.audits()]
+    assert acts == ["started"] * 3 + ["paused"] * 3 + ["resumed"] * 3 + ["completed"] * 3
+    assert {a["actor"] for a in db.audits()} == {PAUSE_ACTOR}
+    assert all(db.unbound(t) == 0 for t in ("policies", "findings", "audit_logs"))
+    out = (tmp_path / "backfill.out").read_text()
+    assert "Paused between batches" in out and "Resumed" in out and "Done in" in out
+    assert (tmp_path / "backfill.err").read_text() == ""
+
+
+def test_sigint_while_paused_clears_the_pause_and_the_runs_resume_later(pg, tmp_path):
+    db = fresh_db(pg, f"bf_cli_{next(_n)}")
+    p = start_slow_backfill(db, tmp_path)
+    try:
+        p.send_signal(signal.SIGUSR1)
+        tgtest.wait_until(lambda: recorded(db, "paused", True), 30, what="the pause recorded")
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 2
+    finally:
+        stop(p)
+    runs = db.runs()
+    # stopped, resumable, and no longer said to be paused (nothing holds them)
+    assert {r["status"] for r in runs} == {"running"}
+    assert all(r["context"]["paused"] is False and "resumed_at" not in r["context"] for r in runs)
+    assert len(pause_entries(db, "paused")) == 3 and pause_entries(db, "resumed") == []
+    assert "interrupted" in (tmp_path / "backfill.err").read_text()
+    r = db.backfill()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [x["id"] for x in db.runs()] == [x["id"] for x in runs]
+    assert {x["outcome"] for x in db.runs()} == {"succeeded"}
