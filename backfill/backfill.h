@@ -183,8 +183,9 @@ typedef enum {
  * Record a pause or a resume of the runs `runs[0..n_runs)` (the run_id of
  * the TG_BF_EV_RUN events): their context, and one audit entry per run still
  * queued or running, actor o->actor, context {operation_run_id, by}. `by`
- * is who asked (NULL: o->actor). With no audit table in the policy only the
- * context's `paused` is set. One statement on a connection of its own
+ * is who asked (NULL: o->actor). The entries go where the run's started and
+ * completed entries go: the policy's audit table, or with none, audit_logs
+ * beside the tenants table. One statement on a connection of its own
  * (o->conninfo, o->lock_timeout_ms, retried o->retries times). Returns
  * TG_BF_OK, or TG_BF_ERROR with a sanitized reason in msg; the caller's run
  * goes on either way.

@@ -434,23 +434,19 @@ char *bf_batch_sql(const bf_plan *p, int i)
 /* The statement of a tg_bf_record_pause(): $1 the run ids, $2 who asked,
  * $3 the actor. Pause and resume touch only active runs, so a run closed
  * meanwhile gets no entry; clear touches any run a pause was left on (a
- * cancel closes the runs while paused). Returns how many parameters it
- * takes. */
-static int pause_sql(const tg_policy *pol, const bf_names *nm, tg_bf_mark what, char *sql, size_t len)
+ * cancel closes the runs while paused). The entries go where the started
+ * and completed entries go (nm->audit: the policy's audit table, else
+ * audit_logs beside the tenants table), so audit_logs tells one story in
+ * every configuration. Returns how many parameters it takes. */
+static int pause_sql(const bf_names *nm, tg_bf_mark what, char *sql, size_t len)
 {
-    bool audit = false;
-    for (int i = 0; i < pol->n_tables; i++)
-        audit = audit || pol->tables[i].kind == TG_TABLE_AUDIT;
-    if (what == TG_BF_MARK_CLEAR || !audit) {
-        /* A clear, or no audit table in the policy: the runs' context alone
-         * says it. (Unlike started/completed, which then go to audit_logs
-         * beside the tenants table: kept as the console always did.) */
+    if (what == TG_BF_MARK_CLEAR) {
+        /* Nobody asked for anything: the call ended while paused. */
         snprintf(sql, len,
                  "UPDATE %s SET context = context OPERATOR(pg_catalog.||) "
-                 "pg_catalog.jsonb_build_object('paused', %s) "
-                 "WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) AND %s",
-                 nm->runs, what == TG_BF_MARK_PAUSED ? "true" : "false",
-                 what == TG_BF_MARK_CLEAR ? "context ? 'paused'" : "status IN ('queued', 'running')");
+                 "pg_catalog.jsonb_build_object('paused', false) "
+                 "WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) AND context ? 'paused'",
+                 nm->runs);
         return 1;
     }
     const char *w = what == TG_BF_MARK_PAUSED ? "paused" : "resumed";
@@ -482,7 +478,7 @@ tg_bf_status tg_bf_record_pause(const tg_bf_options *o, tg_bf_mark what, const i
         return TG_BF_ERROR;
     }
     bf_names_init(&nm, o->policy, o->runs_table);
-    int nparams = pause_sql(o->policy, &nm, what, sql, sizeof(sql));
+    int nparams = pause_sql(&nm, what, sql, sizeof(sql));
     /* "{1,2,3}": the runs as a bigint[] parameter. */
     size_t cap = (size_t)(n_runs > 0 ? n_runs : 0) * 21 + 3, n = 0;
     char *ids = malloc(cap);

@@ -3,12 +3,12 @@
 signals leave in operation_runs and audit_logs."""
 import itertools
 import signal
-import subprocess
 
 import pytest
 
 import tgtest
-from test_backfill_common import ACTION, fresh_db, json_lines, stop, tg
+from test_backfill_common import (ACTION, PAUSE_ACTOR, fresh_db, json_lines, pause_entries, recorded,
+                                  start_slow_backfill, stop, tg)
 
 _n = itertools.count()
 
@@ -165,37 +165,6 @@ def test_progress_bar_on_a_terminal_plain_lines_otherwise(pg):
 
 # ---------------------------------------------------------------- SIGUSR1 / SIGUSR2
 
-PAUSE_ACTOR = "ops:carol"
-
-
-def start_slow_backfill(db, tmp_path):
-    """Every table in batches of 10 with a throttle: ~380 batches, several
-    seconds of work. Output goes to files (a full pipe would stall it).
-    Returns once a run has progress, so the signal handlers are in place."""
-    out = open(tmp_path / "backfill.out", "w")
-    err = open(tmp_path / "backfill.err", "w")
-    p = subprocess.Popen([tgtest.BINARY, "backfill", "--dsn", db.dsn, "--batch-size", "10",
-                          "--throttle-ms", "20", "--actor", PAUSE_ACTOR], stdout=out, stderr=err)
-    out.close()
-    err.close()
-    tgtest.wait_until(lambda: any(r["status"] == "running" and r["summary_counts"]["processed"] > 0
-                                  for r in db.runs()), 30, what="a running run with progress")
-    return p
-
-
-def pause_entries(db, what):
-    return [a for a in db.audits() if a["action"] == ACTION + what]
-
-
-def recorded(db, what, paused):
-    """The runs once each has context.paused == paused and its `what` entry."""
-    runs = db.runs()
-    if len(pause_entries(db, what)) == len(runs) and all(
-            r["context"].get("paused") is paused for r in runs):
-        return runs
-    return None
-
-
 def test_sigusr1_pause_and_sigusr2_resume_are_recorded_like_the_console(pg, tmp_path):
     db = fresh_db(pg, f"bf_cli_{next(_n)}")
     p = start_slow_backfill(db, tmp_path)
@@ -266,3 +235,38 @@ def test_sigint_while_paused_clears_the_pause_and_the_runs_resume_later(pg, tmp_
     assert r.returncode == 0, r.stdout + r.stderr
     assert [x["id"] for x in db.runs()] == [x["id"] for x in runs]
     assert {x["outcome"] for x in db.runs()} == {"succeeded"}
+
+
+def test_pause_without_an_audit_table_is_audited_where_start_and_end_are(pg, tmp_path):
+    """With `audit_table =` (none) the started/completed entries go to
+    audit_logs beside the tenants table: the pause and the resume must go
+    there too, not only into the runs' context."""
+    db = fresh_db(pg, f"bf_cli_{next(_n)}")
+    ini = tmp_path / "no_audit.ini"
+    ini.write_text("[policy]\naudit_table =\n")
+    p = start_slow_backfill(db, tmp_path, "-c", str(ini))
+    try:
+        p.send_signal(signal.SIGUSR1)
+        runs = tgtest.wait_until(lambda: recorded(db, "paused", True), 30,
+                                 what="the pause in operation_runs and audit_logs")
+        assert len(runs) == 3 and p.poll() is None
+        assert all(r["context"]["paused_by"] == PAUSE_ACTOR for r in runs)
+        assert "audit_logs" not in runs[0]["context"]["tables"]      # not a watched table here
+        p.send_signal(signal.SIGUSR2)
+        tgtest.wait_until(lambda: recorded(db, "resumed", False), 30, what="the resume recorded")
+        assert p.wait(120) == 0
+    finally:
+        stop(p)
+    runs = db.runs()
+    assert {r["outcome"] for r in runs} == {"succeeded"}
+    assert all(r["context"]["resumed_by"] == PAUSE_ACTOR for r in runs)
+    ids = {str(r["id"]) for r in runs}
+    audits = db.audits()
+    assert [a["action"][len(ACTION):] for a in audits] == \
+        ["started"] * 3 + ["paused"] * 3 + ["resumed"] * 3 + ["completed"] * 3
+    for what in ("paused", "resumed"):
+        entries = pause_entries(db, what)
+        assert {a["resource_id"] for a in entries} == ids
+        assert all(a["actor"] == PAUSE_ACTOR and a["context"]["by"] == PAUSE_ACTOR for a in entries)
+    assert (tmp_path / "backfill.err").read_text() == ""
+

@@ -186,3 +186,37 @@ def stop(proc, sig=signal.SIGKILL):
     if proc.poll() is None:
         proc.send_signal(sig)
     return proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------- a CLI backfill to signal
+
+PAUSE_ACTOR = "ops:carol"
+
+
+def start_slow_backfill(db, tmp_path, *extra, actor=PAUSE_ACTOR, name="backfill"):
+    """Every table in batches of 10 with a throttle: ~380 batches, several
+    seconds of work. Output goes to tmp_path/NAME.out and .err (a full pipe
+    would stall it). Returns once a run has progress, so the signal handlers
+    are in place."""
+    out = open(tmp_path / f"{name}.out", "w")
+    err = open(tmp_path / f"{name}.err", "w")
+    p = subprocess.Popen([tgtest.BINARY, "backfill", "--dsn", db.dsn, "--batch-size", "10",
+                          "--throttle-ms", "20", "--actor", actor, *extra], stdout=out, stderr=err)
+    out.close()
+    err.close()
+    tgtest.wait_until(lambda: any(r["status"] == "running" and r["summary_counts"]["processed"] > 0
+                                  for r in db.runs()), 30, what="a running run with progress")
+    return p
+
+
+def pause_entries(db, what):
+    return [a for a in db.audits() if a["action"] == ACTION + what]
+
+
+def recorded(db, what, paused):
+    """The runs once each has context.paused == paused and its `what` entry."""
+    runs = db.runs()
+    if len(pause_entries(db, what)) == len(runs) and all(
+            r["context"].get("paused") is paused for r in runs):
+        return runs
+    return None
