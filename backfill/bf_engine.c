@@ -488,6 +488,9 @@ tg_bf_status tg_backfill_run(const tg_bf_options *o, tg_bf_control *ctl, tg_bf_e
                 st = finish(&cx, TG_BF_ERROR, "runs", "cannot start the operation runs: %s",
                             err.message);
         }
+        if (st == TG_BF_OK && !bf_runs_take_over(cx.work, &cx.rt, o, &cx.plan, &cx.runs, &err))
+            st = finish(&cx, TG_BF_ERROR, "runs", "cannot record the resume of the runs left paused: %s; "
+                        "they stay active: run again", err.message);
         if (st == TG_BF_OK)
             st = work(&cx);
     }

@@ -161,6 +161,7 @@ typedef struct bf_run {
     int64_t ws;
     bool reused;
     bool running;                 /* status running (its started entry exists) */
+    bool left_paused;             /* reused with context.paused true: its call died paused */
     int64_t *target;              /* [n_tbl] table_progress.target_rows */
     int64_t *done;                /* [n_tbl] table_progress.processed */
     int64_t *last;                /* [n_tbl] table_progress.last_processed_id */
@@ -191,6 +192,13 @@ typedef struct bf_failure {
 bool bf_runs_finish(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
                     bf_runs *runs, const bf_failure *failure, tg_bf_event_fn fn, void *arg,
                     bf_err *err);
+/* The runs found left paused (context.paused true: their call was killed
+ * while paused) are resumed by this call, before its first batch: the
+ * statement of tg_bf_record_pause(TG_BF_MARK_RESUMED), by and actor
+ * o->actor, so operation_runs and the audit table say they run again.
+ * No statement when there is none. */
+bool bf_runs_take_over(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
+                       const bf_runs *runs, bf_err *err);
 void bf_runs_free(bf_runs *runs);
 /* The hash expression over (type, workspace, tables) in SQL; $ws_expr and
  * $tables_param name the workspace expression and the tables parameter. */

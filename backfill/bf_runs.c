@@ -16,6 +16,9 @@
  *   pause /  context.paused + paused_at/_by (resumed_at/_by),
  *   resume   "paused" ("resumed") entry   (once per event, by the caller:
  *            tg_bf_record_pause; a batch keeps those context keys)
+ *   take     a run left paused (its call killed while paused) is
+ *   over     resumed by the next call before its first batch: the resume
+ *            statement, by the new call's actor          (bf_runs_take_over)
  *
  * A process killed between any two of them leaves a state the next start
  * continues from: a queued run is started (its entry written then), a
@@ -201,10 +204,11 @@ bool bf_runs_ensure(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const
         "  UPDATE %s r SET context = w.ctx, summary_counts = w.sc, updated_at = now()"
         "  FROM act JOIN want w ON w.ws = act.workspace_id"
         "  WHERE r.id = act.id AND act.status = 'queued' RETURNING r.id) "
-        "SELECT id, workspace_id, false, 'queued', context::text FROM ins "
+        "SELECT id, workspace_id, false, 'queued', context::text, false FROM ins "
         "UNION ALL "
         "SELECT a.id, a.workspace_id, true, a.status,"
-        "       (CASE WHEN a.status = 'queued' THEN w.ctx ELSE a.context END)::text"
+        "       (CASE WHEN a.status = 'queued' THEN w.ctx ELSE a.context END)::text,"
+        "       coalesce(a.context->'paused' = 'true'::jsonb, false)"
         "  FROM act a JOIN want w ON w.ws = a.workspace_id "
         "ORDER BY 2",
         hash, p->nm.runs, p->nm.runs, p->nm.runs);
@@ -223,6 +227,7 @@ bool bf_runs_ensure(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const
         run->ws = bf_int64(r, i, 1);
         run->reused = strcmp(PQgetvalue(r, i, 2), "t") == 0;
         run->running = strcmp(PQgetvalue(r, i, 3), "running") == 0;
+        run->left_paused = strcmp(PQgetvalue(r, i, 5), "t") == 0;
         ok = load_progress(run, p, PQgetvalue(r, i, 4));
     }
     PQclear(r);
@@ -503,4 +508,38 @@ tg_bf_status tg_bf_record_pause(const tg_bf_options *o, tg_bf_mark what, const i
         PQfinish(c);
     free(ids);
     return st;
+}
+
+bool bf_runs_take_over(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
+                       const bf_runs *runs, bf_err *err)
+{
+    int n_left = 0;
+    size_t cap = (size_t)runs->n * 21 + 3, n = 0;
+    char *ids = malloc(cap);
+    if (!ids) {
+        snprintf(err->message, sizeof(err->message), "out of memory");
+        return false;
+    }
+    ids[n++] = '{';
+    for (int i = 0; i < runs->n; i++) {
+        if (!runs->r[i].left_paused)
+            continue;
+        n += (size_t)snprintf(ids + n, cap - n, "%s%" PRId64, n_left ? "," : "", runs->r[i].id);
+        n_left++;
+    }
+    snprintf(ids + n, cap - n, "}");
+    bool ok = true;
+    if (n_left > 0) {
+        /* Nobody asked: the new call resumes them by taking them over, so
+         * it is both who asked and the actor. */
+        char sql[2048];
+        const char *actor = o->actor ? o->actor : "tenantguard";
+        const char *params[] = {ids, actor, actor};
+        int nparams = pause_sql(&p->nm, TG_BF_MARK_RESUMED, sql, sizeof(sql));
+        PGresult *r = bf_exec_retry(c, rt, sql, nparams, params, err);
+        ok = r != NULL;
+        PQclear(r);
+    }
+    free(ids);
+    return ok;
 }

@@ -270,3 +270,45 @@ def test_pause_without_an_audit_table_is_audited_where_start_and_end_are(pg, tmp
         assert all(a["actor"] == PAUSE_ACTOR and a["context"]["by"] == PAUSE_ACTOR for a in entries)
     assert (tmp_path / "backfill.err").read_text() == ""
 
+
+def backfill_sessions(db):
+    return db.one("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                  "AND application_name = 'tenantguard backfill'", db.name)
+
+
+def test_a_call_that_takes_over_runs_left_paused_records_their_resume(pg, tmp_path):
+    """SIGKILL while paused leaves context.paused = true; the next call on
+    the same runs must say they run again before its first batch."""
+    db = fresh_db(pg, f"bf_cli_{next(_n)}")
+    p = start_slow_backfill(db, tmp_path)
+    try:
+        p.send_signal(signal.SIGUSR1)
+        before = tgtest.wait_until(lambda: recorded(db, "paused", True), 30, what="the pause recorded")
+        p.send_signal(signal.SIGKILL)
+        assert p.wait(60) == -signal.SIGKILL
+    finally:
+        stop(p)
+    # its sessions (and with them the advisory lock) go once the server sees the socket close
+    tgtest.wait_until(lambda: backfill_sessions(db) == 0, 30, what="the killed call's sessions to end")
+    assert all(r["status"] == "running" and r["context"]["paused"] is True for r in db.runs())
+    assert pause_entries(db, "resumed") == []
+
+    r = db.backfill("--actor", "ops:dave")
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = db.runs()
+    assert [x["id"] for x in runs] == [x["id"] for x in before]          # taken over, not new
+    assert {x["status"] for x in runs} == {"completed"} and {x["outcome"] for x in runs} == {"succeeded"}
+    for x in runs:
+        ctx = x["context"]
+        assert ctx["paused"] is False and ctx["resumed_by"] == "ops:dave"
+        assert ctx["paused_by"] == PAUSE_ACTOR
+    assert db.one("SELECT bool_and((context->>'resumed_at')::timestamptz "
+                  ">= (context->>'paused_at')::timestamptz) FROM operation_runs") is True
+    resumed = pause_entries(db, "resumed")
+    assert {a["resource_id"] for a in resumed} == {str(x["id"]) for x in runs}
+    assert all(a["actor"] == "ops:dave" and a["context"]["by"] == "ops:dave" and a["status"] == "success"
+               for a in resumed)
+    # recorded before the first batch of the new call: after the pause, before completion
+    acts = [a["action"][len(ACTION):] for a in db.audits()]
+    assert acts == ["started"] * 3 + ["paused"] * 3 + ["resumed"] * 3 + ["completed"] * 3
+    assert all(db.unbound(t) == 0 for t in ("policies", "findings", "audit_logs"))
