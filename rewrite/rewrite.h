@@ -25,7 +25,9 @@
  *   - count errors from the helpers by their CONSTRAINT field;
  *   - apply `effects` when the statement they belong to completed
  *     (CommandComplete number `stmt` of a simple Query), with transaction and
- *     savepoint semantics, and keep rw_env (and its hash) up to date;
+ *     savepoint semantics, and keep rw_env (and its hash) up to date; keep
+ *     deferred effects with the SQL-prepared statement instead and apply them
+ *     when an EXECUTE of it completes;
  *   - remember RW_F_WATCHED_WRITE per prepared statement (Parse, SQL PREPARE)
  *     to find statements prepared before enforce mode (RW_RULE_STALE_PREPARED).
  */
@@ -156,7 +158,8 @@ typedef struct rw_event {
 } rw_event;
 
 /* Session effects of a statement, applied by the proxy only once the server
- * confirmed the statement (its CommandComplete), with transaction semantics. */
+ * confirmed the statement (its CommandComplete), with transaction semantics --
+ * except deferred ones (see rw_effect.deferred), which PREPARE only records. */
 typedef enum {
     RW_FX_SET_PATH = 1,        /* arg: the new search_path value as SHOW would show it
                                 * (SET) or as given (set_config); rw_split_path() reads it */
@@ -169,7 +172,10 @@ typedef enum {
     RW_FX_DISCARD_TEMP,
     RW_FX_PREPARE,             /* SQL PREPARE; arg: name; flags: writes watched */
     RW_FX_DEALLOCATE,          /* arg: name, NULL = ALL */
-    RW_FX_EXECUTE,             /* SQL EXECUTE; arg: name (the proxy checks staleness) */
+    RW_FX_EXECUTE,             /* SQL EXECUTE; arg: name (the proxy checks staleness and
+                                * applies the statement's deferred effects). The rewriter
+                                * cannot see what it does to search_path, so it changes
+                                * resolution: later statements are decided path unknown */
     RW_FX_SAVEPOINT,           /* SAVEPOINT; arg: name -- a SET after it is undone by
                                 * ROLLBACK TO it, kept by RELEASE */
     RW_FX_RELEASE,             /* RELEASE [SAVEPOINT]; arg: name */
@@ -188,8 +194,12 @@ typedef struct rw_effect {
     bool writes_watched;       /* RW_FX_PREPARE */
     bool local;                /* until the transaction ends: SET LOCAL ... TO DEFAULT
                                 * (RW_FX_RESET_PATH), CREATE TEMP ... ON COMMIT DROP */
+    bool deferred;             /* from the query inside a SQL PREPARE: NOT applied when the
+                                * statement completes. Deferred effects come right before the
+                                * RW_FX_PREPARE of the same stmt; they belong to the prepared
+                                * statement it names and apply each time that is EXECUTEd */
     const char *arg;
-} rw_effect;
+} rw_effect;                   /* 16 bytes on LP64: kind, stmt, three bools, arg */
 
 /* Decision flags. */
 #define RW_F_PREFILTERED    0x01u   /* never parsed: cannot name a watched table */
@@ -270,7 +280,9 @@ bool rw_map_helper_error(const rw_policy *p, const char *text, const char *messa
 const char *rw_selftest(void);
 
 /* Does this effect change how later names resolve (search_path, temp
- * tables)? The proxy treats the path as unknown while one is in flight. */
+ * tables, an EXECUTE that may do either)? The proxy treats the path as
+ * unknown while one is in flight. Deferred effects count too: they change
+ * nothing when the PREPARE completes, but counting them only costs strictness. */
 bool rw_effect_changes_resolution(const rw_effect *fx);
 
 const char *rw_rule_name(rw_rule r);          /* "R1", ..., "form", ... */

@@ -204,10 +204,14 @@ static rw_blob *unparsed(rw_ctx *c, const rw_pf_result *pf, unsigned flags, cons
 
 /* Does an effect change how later names resolve (search_path, temp
  * tables)? Such a statement runs before the later statements of the same
- * Query are analysed, so they must not be decided under the old path. */
+ * Query are analysed, so they must not be decided under the old path.
+ * EXECUTE runs a prepared query we do not see here (its set_config() or
+ * CREATE TEMP is a deferred effect of an earlier PREPARE, perhaps of an
+ * earlier text), so it counts as a change of unknown outcome. */
 bool rw_effect_changes_resolution(const rw_effect *fx)
 {
     switch (fx->kind) {
+    case RW_FX_EXECUTE:
     case RW_FX_SET_PATH:
     case RW_FX_SET_LOCAL_PATH:
     case RW_FX_RESET_PATH:

@@ -56,12 +56,23 @@ void rw_effect_add(rw_ctx *c, rw_effect_kind kind, const char *arg, bool writes,
         c->fx = n;
         c->capfx = cap;
     }
+    /* Inside a PREPARE the query only runs at EXECUTE: its effects are
+     * deferred. Past statement 65535 everything is "path unknown", applied
+     * at once -- never deferred, which would make the proxy laxer. */
+    bool deferred = c->prepare_depth > 0;
     if (c->stmt_no > UINT16_MAX) {
         kind = RW_FX_PATH_UNKNOWN;
         arg = NULL;
+        deferred = false;
     }
-    c->fx[c->nfx++] = (rw_effect){(uint8_t)kind, (uint16_t)(c->stmt_no > UINT16_MAX ? UINT16_MAX : c->stmt_no),
-                                  writes, local, arg ? rw_strdup(&c->a, arg) : NULL};
+    c->fx[c->nfx++] = (rw_effect){
+        .kind = (uint8_t)kind,
+        .stmt = (uint16_t)(c->stmt_no > UINT16_MAX ? UINT16_MAX : c->stmt_no),
+        .writes_watched = writes,
+        .local = local,
+        .deferred = deferred,
+        .arg = arg ? rw_strdup(&c->a, arg) : NULL,
+    };
 }
 
 /* The tables this statement's text could name. */
@@ -485,6 +496,9 @@ void rw_stmt(rw_ctx *c, Node *n)
             rw_stmt(c, ((ExplainStmt *)n)->query);
         break;
     case T_PrepareStmt: {
+        /* The inner query's effects come out deferred (rw_effect_add), ahead
+         * of the RW_FX_PREPARE that names their statement: the server runs
+         * them at EXECUTE, not now. */
         PrepareStmt *p = (PrepareStmt *)n;
         int before = c->prepare_writes;
         c->prepare_depth++;
@@ -494,6 +508,8 @@ void rw_stmt(rw_ctx *c, Node *n)
         break;
     }
     case T_ExecuteStmt:
+        /* Counts as changing resolution (rw_effect_changes_resolution): the
+         * statements after it in this text are decided with the path unknown. */
         rw_effect_add(c, RW_FX_EXECUTE, ((ExecuteStmt *)n)->name, false, false);
         break;
     case T_DeallocateStmt:

@@ -172,6 +172,8 @@ static void effects_str(const rw_decision *d, char *out, size_t len)
             n += (size_t)snprintf(out + n, len - n, "+w");
         if (e->local)
             n += (size_t)snprintf(out + n, len - n, "+l");
+        if (e->deferred)
+            n += (size_t)snprintf(out + n, len - n, "+d");
         if (n >= len)
             fail_msg("effects too long");
     }
@@ -579,6 +581,97 @@ static void test_fingerprint_and_names(void **state)
     assert_string_equal(rw_action_name(RW_REJECT), "reject");
 }
 
+/* One text decided under env spec `env`: its action, events and effects. */
+static void assert_decides(const rw_policy *p, const char *env, const char *sql, rw_action action,
+                           const char *events, const char *effects)
+{
+    env_hold eh;
+    char buf[1024];
+    rw_decision d = rw_decide(NULL, p, env_for(env, &eh), NULL, RW_PROTO_SIMPLE, sql, strlen(sql));
+    if (d.action != action)
+        fail_msg("%s: action %s, want %s", sql, rw_action_name(d.action), rw_action_name(action));
+    events_str(&d, buf, sizeof(buf));
+    if (strcmp(buf, events) != 0)
+        fail_msg("%s: events [%s], want [%s]", sql, buf, events);
+    effects_str(&d, buf, sizeof(buf));
+    if (strcmp(buf, effects) != 0)
+        fail_msg("%s: effects [%s], want [%s]", sql, buf, effects);
+    rw_decision_release(&d);
+    env_release(&eh);
+}
+
+/* SQL PREPARE: the server runs the inner query's set_config() at EXECUTE,
+ * not at PREPARE, so its effects are deferred -- never a path change the
+ * proxy applies when the PREPARE completes. */
+static void test_prepare_defers_effects(void **state)
+{
+    (void)state;
+    rw_policy *p = policy_for("enforce", 1);
+    const char *sql = "PREPARE s AS SELECT set_config('search_path', 'other', false)";
+    rw_decision d = rw_decide(NULL, p, NULL, NULL, RW_PROTO_SIMPLE, sql, strlen(sql));
+    assert_int_equal(d.action, RW_PASS);
+    assert_int_equal(d.n_effects, 2);
+    assert_int_equal(d.effects[0].kind, RW_FX_SET_PATH);
+    assert_string_equal(d.effects[0].arg, "other");
+    assert_true(d.effects[0].deferred);
+    assert_int_equal(d.effects[1].kind, RW_FX_PREPARE);
+    assert_string_equal(d.effects[1].arg, "s");
+    assert_false(d.effects[1].deferred);
+    for (int i = 0; i < d.n_effects; i++) {
+        assert_int_equal(d.effects[i].stmt, 0);
+        if (!d.effects[i].deferred)
+            assert_false(d.effects[i].kind == RW_FX_SET_PATH || d.effects[i].kind == RW_FX_SET_LOCAL_PATH ||
+                         d.effects[i].kind == RW_FX_RESET_PATH || d.effects[i].kind == RW_FX_PATH_UNKNOWN);
+    }
+    rw_decision_release(&d);
+
+    /* Same statement number as its PREPARE, wherever it sits in the text. */
+    assert_decides(p, NULL, "SELECT 1; PREPARE s AS SELECT set_config('search_path', $1, false)", RW_PASS, "",
+                   "path_unknown[1]+d prepare[1]=s");
+    assert_decides(p, NULL, "PREPARE s AS SELECT set_config('search_path', 'a', true); SET search_path = b",
+                   RW_PASS, "", "set_local_path=a+d prepare=s set_path[1]=b");
+    /* A plain write: nothing deferred, only the PREPARE itself. */
+    assert_decides(p, NULL, "PREPARE s(bigint, text) AS INSERT INTO policies (tenant_id, name) VALUES ($1, $2)",
+                   RW_REPLACE, "seen//policies rewritten/R1/policies", "prepare=s+w");
+    rw_policy_free(p);
+}
+
+/* EXECUTE may change search_path (a deferred effect of an earlier PREPARE):
+ * later statements of the same text are decided with the path unknown, as
+ * after an in-text SET search_path -- an unqualified watched name is then
+ * the watched table, not the look-alike the old path would pick. */
+static void test_execute_makes_path_unknown(void **state)
+{
+    (void)state;
+    rw_policy *p = policy_for("enforce", 1);
+    const char *ins = "INSERT INTO policies (tenant_id, name) VALUES (3, 'x')";
+    const char *r1 = "seen//policies rewritten/R1/policies";
+    char sql[256];
+    /* The control: under path=other an unqualified policies is a look-alike. */
+    snprintf(sql, sizeof(sql), "SELECT 1; %s", ins);
+    assert_decides(p, "path=other", sql, RW_PASS, "", "");
+    /* The in-text SET this mirrors. */
+    snprintf(sql, sizeof(sql), "SET search_path = other; %s", ins);
+    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "set_path=other");
+    snprintf(sql, sizeof(sql), "EXECUTE s; %s", ins);
+    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "execute=s");
+    snprintf(sql, sizeof(sql), "EXPLAIN ANALYZE EXECUTE s; %s", ins);
+    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "execute=s");
+    snprintf(sql, sizeof(sql), "PREPARE s AS SELECT 1; EXECUTE s; %s", ins);
+    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "prepare=s execute[1]=s");
+    /* The unknown path shows in the text: the look-alike is enforced on. */
+    snprintf(sql, sizeof(sql), "EXECUTE s; %s", ins);
+    env_hold eh;
+    rw_decision d = rw_decide(NULL, p, env_for("path=other", &eh), NULL, RW_PROTO_SIMPLE, sql, strlen(sql));
+    assert_non_null(d.text);
+    assert_non_null(strstr(d.text, "EXECUTE s; INSERT INTO policies (tenant_id, name, workspace_id) VALUES (3, 'x', "
+                                   "tenantguard.ws_derive('policies', "));
+    assert_true(d.flags & RW_F_WATCHED_WRITE);
+    rw_decision_release(&d);
+    env_release(&eh);
+    rw_policy_free(p);
+}
+
 /* Big and deep texts: no crash, never a silent pass of a watched write. */
 static void test_big_and_deep(void **state)
 {
@@ -696,6 +789,8 @@ int main(void)
         cmocka_unit_test(test_split_path),
         cmocka_unit_test(test_env_hash),
         cmocka_unit_test(test_fingerprint_and_names),
+        cmocka_unit_test(test_prepare_defers_effects),
+        cmocka_unit_test(test_execute_makes_path_unknown),
         cmocka_unit_test(test_big_and_deep),
         cmocka_unit_test(test_map_helper_error),
     };
