@@ -592,6 +592,7 @@ static bool server_inspects(const pgf_header *h)
     case PG_BE_READY:
     case PG_BE_COMMAND_COMPLETE:
     case PG_BE_PARAM_STATUS:
+    case PG_BE_PARSE_COMPLETE:
     case PG_BE_CLOSE_COMPLETE:
         return true;
     default:

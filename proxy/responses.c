@@ -107,18 +107,61 @@ static bool map_type_error(tg_session *s, const pgf_error_fields *f, track_ctx *
 
 /* ---------------------------------------------------------------- effects */
 
+/* A completed SQL EXECUTE does what its statement does (the effects its
+ * PREPARE deferred); a statement we do not know may do anything. */
+static void apply_execute(tg_session *s, const char *name)
+{
+    const sessenv_prepared *p = name ? sessenv_prepared_find(&s->env, true, name) : NULL;
+    if (!p) {
+        sessenv_apply(&s->env, &(rw_effect){.kind = RW_FX_PATH_UNKNOWN});
+        return;
+    }
+    for (int i = 0; i < p->n_effects; i++)
+        if (p->effects[i].kind != RW_FX_EXECUTE)   /* an EXECUTE cannot nest */
+            sessenv_apply(&s->env, &p->effects[i]);
+}
+
 static void apply_effects(tg_session *s, track_ctx *c, const rw_effect *fx, int n, int stmt, bool any_stmt)
 {
     for (int i = 0; i < n; i++) {
         if (!any_stmt && fx[i].stmt != stmt)
             continue;
-        if (fx[i].kind == RW_FX_PREPARE && fx[i].arg)
+        if (fx[i].deferred)
+            continue;   /* a PREPARE's inner query: kept with the statement below */
+        if (fx[i].kind == RW_FX_PREPARE && fx[i].arg) {
             /* SQL PREPARE: its statement is decided again, from the whole
-             * Query text, if the policy changes before EXECUTE. */
+             * Query text, if the policy changes before EXECUTE; what its
+             * query does to the session happens at each EXECUTE. */
+            int nd = 0;
+            for (int k = 0; k < i; k++)
+                nd += fx[k].deferred && fx[k].stmt == fx[i].stmt;
+            rw_effect *dfx = nd ? calloc((size_t)nd, sizeof(*dfx)) : NULL;
+            int got = 0;
+            for (int k = 0; dfx && k < i; k++) {
+                if (!fx[k].deferred || fx[k].stmt != fx[i].stmt)
+                    continue;
+                dfx[got] = fx[k];
+                dfx[got].deferred = false;
+                dfx[got].arg = fx[k].arg ? strdup(fx[k].arg) : NULL;
+                if (fx[k].arg && !dfx[got].arg)
+                    dfx[got] = (rw_effect){.kind = RW_FX_PATH_UNKNOWN};
+                got++;
+            }
+            if (nd && !dfx) {   /* out of memory: what it does is unknown */
+                dfx = calloc(1, sizeof(*dfx));
+                if (dfx)
+                    dfx[0] = (rw_effect){.kind = RW_FX_PATH_UNKNOWN};
+                got = dfx ? 1 : 0;
+                if (!dfx)
+                    sessenv_apply(&s->env, &(rw_effect){.kind = RW_FX_PATH_UNKNOWN});
+            }
             sessenv_prepared_add(&s->env, true, fx[i].arg, c->text ? strdup(c->text) : NULL, c->rewritten,
-                                 c->generation, c->env_hash, NULL, 0);
-        else
+                                 c->generation, c->env_hash, dfx, got);
+        } else if (fx[i].kind == RW_FX_EXECUTE) {
+            apply_execute(s, fx[i].arg);
+        } else {
             sessenv_apply(&s->env, &fx[i]);
+        }
     }
 }
 
@@ -142,11 +185,15 @@ static void on_command_complete(tg_session *s, const uint8_t *payload, size_t le
     sessenv_command_tag(&s->env, s->last_tag);
 }
 
-static void on_close_complete(tg_session *s)
+/* ParseComplete / CloseComplete / an error: the pending change to the
+ * session's statements that the head request made is final or dropped. */
+static void end_stmt_op(tg_session *s, char kind, sessenv_op_end how)
 {
     track_slot *slot = track_head(s->track);
-    if (slot && slot->kind == PG_FE_CLOSE && slot->ctx && slot->ctx->name)
-        sessenv_prepared_remove(&s->env, false, slot->ctx->name);
+    if (slot && slot->kind == kind && slot->ctx && slot->ctx->op) {
+        sessenv_stmt_op_end(&s->env, slot->ctx->op, how);
+        slot->ctx->op = NULL;
+    }
 }
 
 static void on_parameter_status(tg_session *s, const uint8_t *payload, size_t len)
@@ -179,8 +226,11 @@ bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *pay
     case PG_BE_COMMAND_COMPLETE:
         on_command_complete(s, payload, plen);
         break;
+    case PG_BE_PARSE_COMPLETE:
+        end_stmt_op(s, PG_FE_PARSE, SESSENV_OP_DONE);
+        break;
     case PG_BE_CLOSE_COMPLETE:
-        on_close_complete(s);
+        end_stmt_op(s, PG_FE_CLOSE, SESSENV_OP_DONE);
         break;
     case PG_BE_PARAM_STATUS:
         on_parameter_status(s, payload, plen);
@@ -194,8 +244,8 @@ bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *pay
             s->sv.said_fatal = true;
         track_slot *slot = track_head(s->track);
         track_ctx *c = slot ? slot->ctx : NULL;
-        if (slot && slot->kind == PG_FE_PARSE && c && c->name)
-            sessenv_prepared_remove(&s->env, false, c->name);   /* it was never created */
+        if (slot && (slot->kind == PG_FE_PARSE || slot->kind == PG_FE_CLOSE))
+            end_stmt_op(s, slot->kind, SESSENV_OP_FAILED);
         replaced = out && (substitute_error(s, &f, c, out) || map_type_error(s, &f, c, out));
         if (!replaced)
             count_server_violation(s, &f, c);

@@ -73,13 +73,27 @@ void sessenv_init(sessenv *e, const char *login_user)
     e->dirty = true;
 }
 
+static void effects_free(rw_effect *fx, int n)
+{
+    for (int i = 0; i < n; i++)
+        free((char *)fx[i].arg);
+    free(fx);
+}
+
+/* What an entry holds (not its name, not the entry). */
+static void prepared_clear(sessenv_prepared *p)
+{
+    effects_free(p->effects, p->n_effects);
+    free(p->text);
+    p->effects = NULL;
+    p->n_effects = 0;
+    p->text = NULL;
+}
+
 static void prepared_free_one(sessenv_prepared *p)
 {
-    for (int i = 0; i < p->n_effects; i++)
-        free((char *)p->effects[i].arg);
-    free(p->effects);
+    prepared_clear(p);
     free(p->name);
-    free(p->text);
     free(p);
 }
 
@@ -92,18 +106,37 @@ static void prepared_free_list(sessenv_prepared *p)
     }
 }
 
+static void portal_free(sessenv_portal *p)
+{
+    free(p->portal);
+    free(p->statement);
+    free(p->text);
+    effects_free(p->effects, p->n_effects);
+    free(p);
+}
+
 static void portals_free(sessenv *e)
 {
     sessenv_portal *p = e->portals;
     while (p) {
         sessenv_portal *next = p->next;
-        free(p->portal);
-        free(p->statement);
-        free(p);
+        portal_free(p);
         p = next;
     }
     e->portals = NULL;
     e->n_portals = 0;
+}
+
+static void ops_free(sessenv *e)
+{
+    for (sessenv_stmt_op *op = e->ops_head, *next; op; op = next) {
+        next = op->next;
+        prepared_clear(&op->entry);
+        free(op);
+    }
+    e->ops_head = e->ops_tail = NULL;
+    free(e->spare_op);
+    e->spare_op = NULL;
 }
 
 static void temps_clear(sessenv *e)
@@ -124,6 +157,7 @@ void sessenv_free(sessenv *e)
     prepared_free_list(e->prepared);
     prepared_free_list(e->prepared_sql);
     portals_free(e);
+    ops_free(e);
     free(e->user);
     memset(e, 0, sizeof(*e));
 }
@@ -443,6 +477,13 @@ void sessenv_prepared_remove(sessenv *e, bool sql_level, const char *name)
 
 sessenv_prepared *sessenv_prepared_find(sessenv *e, bool sql_level, const char *name)
 {
+    /* Pending Parse and Close first, newest first: what the server will
+     * have when it reads what comes after them. SQL cannot name the
+     * unnamed statement. */
+    if (!sql_level || name[0])
+        for (sessenv_stmt_op *op = e->ops_tail; op; op = op->prev)
+            if (same_name(op->name, name))
+                return op->close ? NULL : &op->entry;
     for (sessenv_prepared *p = sql_level ? e->prepared_sql : e->prepared; p; p = p->next)
         if (same_name(p->name, name))
             return p;
@@ -454,53 +495,161 @@ sessenv_prepared *sessenv_prepared_find(sessenv *e, bool sql_level, const char *
     return NULL;
 }
 
+/* ------------------------------------------------------ pending Parse/Close */
+
+static sessenv_stmt_op *op_new(sessenv *e, bool close, const char *name)
+{
+    sessenv_stmt_op *op = e->spare_op;
+    if (op)
+        e->spare_op = NULL;
+    else if (!(op = malloc(sizeof(*op))))
+        return NULL;
+    memset(op, 0, sizeof(*op));
+    op->close = close;
+    size_t n = strnlen(name, PG_NAME_MAX);
+    memcpy(op->name, name, n);
+    op->name[n] = '\0';
+    op->entry.name = op->name;
+    op->prev = e->ops_tail;
+    if (e->ops_tail)
+        e->ops_tail->next = op;
+    else
+        e->ops_head = op;
+    e->ops_tail = op;
+    return op;
+}
+
+sessenv_stmt_op *sessenv_parse_sent(sessenv *e, const char *name, char *text, bool rewritten, uint64_t generation,
+                                    uint64_t env_hash, rw_effect *effects, int n_effects)
+{
+    sessenv_stmt_op *op = op_new(e, false, name);
+    if (!op) {
+        free(text);
+        effects_free(effects, n_effects);
+        return NULL;
+    }
+    op->entry.text = text;
+    op->entry.rewritten = rewritten;
+    op->entry.generation = generation;
+    op->entry.env_hash = env_hash;
+    op->entry.effects = effects;
+    op->entry.n_effects = n_effects;
+    return op;
+}
+
+sessenv_stmt_op *sessenv_close_sent(sessenv *e, const char *name)
+{
+    return op_new(e, true, name);
+}
+
+void sessenv_stmt_op_end(sessenv *e, sessenv_stmt_op *op, sessenv_op_end how)
+{
+    if (!op)
+        return;
+    if (how == SESSENV_OP_DONE && op->close) {
+        sessenv_prepared_remove(e, false, op->name);
+    } else if (how == SESSENV_OP_DONE) {
+        /* Moves the text and effects over (the entry is left empty). */
+        sessenv_prepared_add(e, false, op->name, op->entry.text, op->entry.rewritten, op->entry.generation,
+                             op->entry.env_hash, op->entry.effects, op->entry.n_effects);
+        op->entry.text = NULL;
+        op->entry.effects = NULL;
+        op->entry.n_effects = 0;
+    } else if (how == SESSENV_OP_FAILED && !op->close && !op->name[0]) {
+        remove_from(&e->prepared, "");   /* PostgreSQL drops the old unnamed one first */
+    }
+    prepared_clear(&op->entry);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        e->ops_head = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    else
+        e->ops_tail = op->prev;
+    if (!e->spare_op)
+        e->spare_op = op;
+    else
+        free(op);
+}
+
 /* ---------------------------------------------------------------- portals */
 
 #define SESSENV_MAX_PORTALS 256   /* beyond this the oldest is forgotten */
 
-void sessenv_portal_bind(sessenv *e, const char *portal, const char *statement)
+/* Take what statement p does into portal q (replacing what it held). */
+static bool portal_take(sessenv_portal *q, const sessenv_prepared *p)
+{
+    free(q->text);
+    effects_free(q->effects, q->n_effects);
+    q->text = NULL;
+    q->effects = NULL;
+    q->n_effects = 0;
+    q->known = p != NULL;
+    q->rewritten = p && p->rewritten;
+    if (!p || (!p->n_effects && !p->rewritten))
+        return true;   /* the common case: nothing to copy */
+    if (p->rewritten && p->text && !(q->text = strdup(p->text)))
+        return false;
+    if (p->n_effects) {
+        q->effects = calloc((size_t)p->n_effects, sizeof(*q->effects));
+        if (!q->effects)
+            return false;
+        for (int i = 0; i < p->n_effects; i++) {
+            q->effects[i] = p->effects[i];
+            q->effects[i].arg = NULL;
+            if (p->effects[i].arg && !(q->effects[i].arg = strdup(p->effects[i].arg))) {
+                q->n_effects = i;
+                return false;
+            }
+        }
+        q->n_effects = p->n_effects;
+    }
+    return true;
+}
+
+bool sessenv_portal_bind(sessenv *e, const char *portal, const char *statement, const sessenv_prepared *p)
 {
     sessenv_portal **pp = &e->portals;
     for (; *pp; pp = &(*pp)->next) {
         if (same_name((*pp)->portal, portal)) {
-            if (same_name((*pp)->statement, statement))
-                return;   /* the common case: the same portal runs the same statement again */
-            char *st = strndup(statement, PG_NAME_MAX);
-            if (st) {
+            if (!same_name((*pp)->statement, statement)) {
+                char *st = strndup(statement, PG_NAME_MAX);
+                if (!st)
+                    return false;
                 free((*pp)->statement);
                 (*pp)->statement = st;
             }
-            return;
+            return portal_take(*pp, p);
         }
     }
-    sessenv_portal *p = calloc(1, sizeof(*p));
-    if (!p || !(p->portal = strndup(portal, PG_NAME_MAX)) || !(p->statement = strndup(statement, PG_NAME_MAX))) {
-        if (p)
-            free(p->portal);
-        free(p);
-        return;
+    sessenv_portal *q = calloc(1, sizeof(*q));
+    if (!q || !(q->portal = strndup(portal, PG_NAME_MAX)) || !(q->statement = strndup(statement, PG_NAME_MAX)) ||
+        !portal_take(q, p)) {
+        if (q)
+            portal_free(q);
+        return false;
     }
-    p->next = e->portals;
-    e->portals = p;
+    q->next = e->portals;
+    e->portals = q;
     if (++e->n_portals > SESSENV_MAX_PORTALS) {
-        /* drop the last (oldest) one */
-        sessenv_portal **q = &e->portals;
-        while ((*q)->next)
-            q = &(*q)->next;
-        free((*q)->portal);
-        free((*q)->statement);
-        free(*q);
-        *q = NULL;
+        /* drop the last (oldest) one: an Execute of it counts as unknown */
+        sessenv_portal **r = &e->portals;
+        while ((*r)->next)
+            r = &(*r)->next;
+        portal_free(*r);
+        *r = NULL;
         e->n_portals--;
     }
+    return true;
 }
 
-const char *sessenv_portal_statement(const sessenv *e, const char *portal)
+const sessenv_portal *sessenv_portal_find(const sessenv *e, const char *portal)
 {
     for (const sessenv_portal *p = e->portals; p; p = p->next)
         if (same_name(p->portal, portal))
-            return p->statement;
-    return "";
+            return p;
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- rw_env */

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "proxy/pgproto.h"
 #include "rewrite/rewrite.h"
 
 #define SESSENV_MAX_PATH 16
@@ -41,11 +42,35 @@ typedef struct sessenv_prepared {
     struct sessenv_prepared *next;
 } sessenv_prepared;
 
-/* Which statement a portal runs (Bind); few portals live at once. */
+/* Which statement a portal runs (Bind); few portals live at once. What
+ * the statement does is taken when the portal is bound: PostgreSQL runs the
+ * portal's own plan even if the statement is closed or replaced after the
+ * Bind. */
 typedef struct sessenv_portal {
     char *portal, *statement;
+    bool known;                   /* the statement was known at Bind */
+    bool rewritten;
+    char *text;                   /* only when rewritten (the helpers may name a violation) */
+    rw_effect *effects;           /* owned */
+    int n_effects;
     struct sessenv_portal *next;
 } sessenv_portal;
+
+/* A Parse or Close 'S' sent and not answered yet. The statements the server
+ * will have once it has read them are the confirmed ones (e->prepared,
+ * e->prepared_sql) with these applied in order: that is what a Bind behind
+ * them sees. An answer ends the oldest: ParseComplete/CloseComplete makes
+ * it confirmed; an error or a skip (after an earlier error, up to Sync)
+ * drops it -- the server kept what it had (a failed Parse of the unnamed
+ * statement has dropped the old unnamed one first). */
+typedef struct sessenv_stmt_op {
+    bool close;
+    char name[PG_NAME_MAX + 1];
+    sessenv_prepared entry;       /* Parse: the statement (its name is `name`) */
+    struct sessenv_stmt_op *prev, *next;
+} sessenv_stmt_op;
+
+typedef enum { SESSENV_OP_DONE, SESSENV_OP_FAILED, SESSENV_OP_SKIPPED } sessenv_op_end;
 
 typedef struct sessenv {
     sessenv_path login;           /* as probed at login: what RESET restores */
@@ -69,6 +94,8 @@ typedef struct sessenv {
     sessenv_prepared *prepared_sql; /* SQL PREPARE */
     sessenv_portal *portals;
     int n_portals;
+    sessenv_stmt_op *ops_head, *ops_tail;   /* oldest first */
+    sessenv_stmt_op *spare_op;    /* one kept for the next Parse */
 
     /* rw_env built from the above, rebuilt when `dirty` */
     bool dirty;
@@ -109,16 +136,28 @@ void sessenv_savepoint_rollback(sessenv *e);
 void sessenv_std_strings(sessenv *e, bool on);
 void sessenv_client_encoding(sessenv *e, const char *encoding);
 
-/* Named statements (Parse, SQL PREPARE). Takes ownership of text and
- * effects (both may be NULL). */
+/* A Parse was sent: the statement exists for what follows it in client
+ * order until its answer says otherwise. Takes ownership of text and
+ * effects. NULL out of memory (they are freed). */
+sessenv_stmt_op *sessenv_parse_sent(sessenv *e, const char *name, char *text, bool rewritten, uint64_t generation,
+                                    uint64_t env_hash, rw_effect *effects, int n_effects);
+/* A Close of statement `name` was sent. NULL out of memory. */
+sessenv_stmt_op *sessenv_close_sent(sessenv *e, const char *name);
+/* The server answered (or skipped) it; op is freed. */
+void sessenv_stmt_op_end(sessenv *e, sessenv_stmt_op *op, sessenv_op_end how);
+
+/* Confirmed statements (a completed SQL PREPARE). Takes ownership of text
+ * and effects (both may be NULL). */
 void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,
                           uint64_t generation, uint64_t env_hash, rw_effect *effects, int n_effects);
 void sessenv_prepared_remove(sessenv *e, bool sql_level, const char *name);   /* NULL = all */
 sessenv_prepared *sessenv_prepared_find(sessenv *e, bool sql_level, const char *name);
 
-/* Portals: Bind names a statement; Execute asks which one a portal runs. */
-void sessenv_portal_bind(sessenv *e, const char *portal, const char *statement);
-const char *sessenv_portal_statement(const sessenv *e, const char *portal);
+/* Portals: Bind names a statement (p: what it is now, NULL = unknown);
+ * Execute asks what the portal runs (NULL: no such portal known). False
+ * out of memory. */
+bool sessenv_portal_bind(sessenv *e, const char *portal, const char *statement, const sessenv_prepared *p);
+const sessenv_portal *sessenv_portal_find(const sessenv *e, const char *portal);
 
 /* Parse a search_path value ("a, \"B\", $user") into p. Returns false when
  * it cannot be parsed (p->known = false then). */

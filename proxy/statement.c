@@ -73,14 +73,27 @@ void stmtctx_release(track_ctx *c)
         c->lexing_env->pending_lexing--;
     if (c->has_decision)
         rw_decision_release(&c->d);
+    if (c->op)
+        sessenv_stmt_op_end(c->op_env, c->op, SESSENV_OP_SKIPPED);   /* never answered */
     stmtctx_free_effects(c->effects, c->n_effects);
-    free(c->name);
     free(c->reject_message);
     free(c->text);
     free(c);
 }
 
 /* ---------------------------------------------------------------- helpers */
+
+/* Does a SQL EXECUTE of `name` change how text is read? Unknown: it may. */
+static bool executes_lexing(tg_session *s, const char *name)
+{
+    const sessenv_prepared *p = name ? sessenv_prepared_find(&s->env, true, name) : NULL;
+    if (!p)
+        return true;
+    for (int i = 0; i < p->n_effects; i++)
+        if (p->effects[i].kind == RW_FX_LEXING)
+            return true;
+    return false;
+}
 
 /* A request whose effects may change name resolution: until the server has
  * answered it, later statements are decided with the path unknown. */
@@ -91,7 +104,8 @@ static void mark_pending(tg_session *s, track_ctx *c, const rw_effect *fx, int n
             c->pending_env = &s->env;
             sessenv_pending(&s->env, +1);
         }
-        if (!c->lexing_env && fx[i].kind == RW_FX_LEXING) {
+        if (!c->lexing_env &&
+            (fx[i].kind == RW_FX_LEXING || (fx[i].kind == RW_FX_EXECUTE && executes_lexing(s, fx[i].arg)))) {
             c->lexing_env = &s->env;
             s->env.pending_lexing++;
         }
@@ -276,7 +290,7 @@ static bool stale_execute(tg_session *s, const rw_decision *d, const char **name
 
 /* Decide about one text; fills ctx; returns the text to send (the client's
  * own when NULL) and its length. */
-static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const char *text, size_t len,
+static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const char *text, size_t len, bool named,
                           size_t *out_len)
 {
     tg_runtime *rt = s->rt;
@@ -339,7 +353,7 @@ static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const cha
     /* A statement that calls the helpers may be rejected by them at run
      * time: keep its text for the violation's fingerprint. A named Parse
      * keeps it too, to be decided again after a policy change. */
-    if (d->action == RW_REPLACE || (proto == RW_PROTO_EXTENDED && c->name && c->name[0]) ||
+    if (d->action == RW_REPLACE || (proto == RW_PROTO_EXTENDED && named) ||
         has_effect(d, RW_FX_PREPARE))
         c->text = strndup(text, len);
     if (d->action == RW_REPLACE) {
@@ -359,7 +373,7 @@ static int relay_query(tg_session *s, const pgf_header *h, const uint8_t *msg, p
      * allocated at all. */
     track_ctx local = {.kind = PG_FE_QUERY, .reject_table = -1};
     const char *text = query_text(msg + 5, h->len - 4, &tlen);
-    const char *send = text ? decide(s, &local, RW_PROTO_SIMPLE, text, tlen, &tlen) : NULL;
+    const char *send = text ? decide(s, &local, RW_PROTO_SIMPLE, text, tlen, false, &tlen) : NULL;
     track_ctx *c = NULL;
     if (!send && !local.reject && !local.text && (!local.has_decision || local.d.n_effects == 0)) {
         if (local.has_decision)
@@ -407,19 +421,24 @@ static int relay_parse(tg_session *s, const pgf_header *h, const uint8_t *msg, p
     size_t params_len = r.left;
     const char *send = NULL;
     if (!r.bad) {
-        c->name = strdup(name);
-        send = decide(s, c, RW_PROTO_EXTENDED, text, strlen(text), &tlen);
+        send = decide(s, c, RW_PROTO_EXTENDED, text, strlen(text), name[0] != '\0', &tlen);
         if (!c->text && !c->reject)
             c->text = strdup(text);   /* unnamed statements too: Bind may come after a reload */
         /* The statement exists for what follows it in client order: a Bind
          * and Execute pipelined behind this Parse must see it (its effects:
          * SET through the extended protocol) before ParseComplete returns.
-         * If the Parse fails, responses.c forgets it again. */
+         * Its answer makes it final, or drops it (sessenv_stmt_op_end). */
         if (!c->reject) {
             rw_effect *fx = stmtctx_copy_effects(c->d.effects, c->d.n_effects);
-            sessenv_prepared_add(&s->env, false, name, c->text, c->rewritten, c->generation, c->env_hash, fx,
-                                 fx ? c->d.n_effects : 0);
-            c->text = NULL;   /* the entry owns it; Execute copies it for fingerprints */
+            c->op = sessenv_parse_sent(&s->env, name, c->text, c->rewritten, c->generation, c->env_hash, fx,
+                                       fx ? c->d.n_effects : 0);
+            c->op_env = &s->env;
+            c->text = NULL;   /* the statement owns it; Execute copies it for fingerprints */
+            if (!c->op) {
+                stmtctx_release(c);
+                sess_fatal(s, TG_SQLSTATE_OUT_OF_MEMORY, "tenantguard: out of memory", NULL);
+                return -1;
+            }
         }
     }
     if (!send)
@@ -502,7 +521,8 @@ int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, const ui
     if (rc != 0)
         return rc > 0 ? rc : 0;   /* wait for the rest; malformed: the server will say so */
     sessenv_prepared *p = sessenv_prepared_find(&s->env, false, stmt);
-    sessenv_portal_bind(&s->env, portal, stmt);
+    if (!sessenv_portal_bind(&s->env, portal, stmt, p))
+        return -1;
     if (!p || !prepared_is_stale(s, p))
         return 0;
     if (!in)
@@ -545,17 +565,28 @@ int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, const
     int rc = peek_names(in, view, view_len, h, 0, portal, NULL);
     if (rc != 0)
         return rc > 0 ? rc : 0;
-    const sessenv_prepared *p = sessenv_prepared_find(&s->env, false, sessenv_portal_statement(&s->env, portal));
-    if (!p || (!p->n_effects && !p->rewritten))
+    /* What the portal runs was taken at its Bind. A portal we know nothing
+     * of (bound to a statement we did not know, forgotten, a cursor) may do
+     * anything: once it has run, the search_path is unknown. */
+    const sessenv_portal *p = sessenv_portal_find(&s->env, portal);
+    static const rw_effect unknown_fx = {.kind = RW_FX_PATH_UNKNOWN};
+    bool known = p && p->known;
+    if (known && !p->n_effects && !p->rewritten)
         return 0;
     track_ctx *c = stmtctx_new(PG_FE_EXECUTE);
     if (!c)
         return -1;
-    c->effects = stmtctx_copy_effects(p->effects, p->n_effects);
-    c->n_effects = c->effects ? p->n_effects : 0;
+    c->n_effects = known ? p->n_effects : 1;
+    c->effects = stmtctx_copy_effects(known ? p->effects : &unknown_fx, c->n_effects);
+    if (c->n_effects && !c->effects) {
+        stmtctx_release(c);
+        return -1;
+    }
     /* the helpers may reject it at run time: its text names the violation */
-    if (p->rewritten && p->text)
-        c->text = strdup(p->text);
+    if (known && p->rewritten && p->text && !(c->text = strdup(p->text))) {
+        stmtctx_release(c);
+        return -1;
+    }
     mark_pending(s, c, c->effects, c->n_effects);
     *ctx = c;
     return 0;
@@ -580,8 +611,12 @@ int relay_close(tg_session *s, const pgf_header *h, struct evbuffer *in, const u
     track_ctx *c = stmtctx_new(PG_FE_CLOSE);
     if (!c)
         return -1;
-    c->name = strdup(name);
+    c->op = sessenv_close_sent(&s->env, name);
+    c->op_env = &s->env;
+    if (!c->op) {
+        stmtctx_release(c);
+        return -1;
+    }
     *ctx = c;
-    (void)s;
     return 0;
 }

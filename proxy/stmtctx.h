@@ -18,8 +18,10 @@ struct track_ctx {
     bool has_decision;
     rw_decision d;              /* Query / Parse: released with the slot */
 
-    /* Parse / Close 'S': the statement's name; Parse: what it is */
-    char *name;
+    /* Parse / Close 'S': the change to the session's statements, pending
+     * until the server answers it (sessenv_stmt_op_end) */
+    struct sessenv_stmt_op *op;
+    struct sessenv *op_env;
     bool rewritten;             /* the server got our text, not the client's */
     uint64_t generation;        /* the policy ... */
     uint64_t env_hash;          /* ... and name environment it was decided under */

@@ -581,3 +581,71 @@ def test_commit_inside_a_failing_query(conn, sdata):
     assert ok(simple(conn, "SHOW search_path")).rows == [["public"]]
     simple(conn, BARE.format("commit-inside"))
     assert (3, None, "commit-inside") not in watched(sdata)
+
+
+# ------------------------------------------------------------------ named statements the server keeps
+
+def _prepare_to_public(w, name):
+    """Prepare `name` as SET search_path = public (not executed yet)."""
+    w.send(w.parse_msg("SET search_path = public", name=name) + w.SYNC)
+    assert tgtest.errors_of(w.read_until("Z")) == []
+
+
+def _run(w, name):
+    w.send(w.bind_msg(stmt=name) + w.execute_msg() + w.SYNC)
+    return tgtest.errors_of(w.read_until("Z"))
+
+
+def test_failed_reparse_keeps_the_statement_the_server_kept(eproxy, sdata):
+    """A Parse of a name that exists fails (42P05, or a syntax error first):
+    the server keeps the old statement, so its effects must still apply
+    when it runs -- else the proxy's path goes stale and a write to the
+    watched table passes as a write to the decoy."""
+    with eproxy.wire() as w:
+        w.login(database=sdata.name)
+        assert tgtest.errors_of(w.query("SET search_path = other")) == []
+        _prepare_to_public(w, "s1")
+        for bad in ("SELECT 1", "SELEC garbage"):
+            w.send(w.parse_msg(bad, name="s1") + w.SYNC)
+            assert [e["C"] for e in tgtest.errors_of(w.read_until("Z"))] == \
+                ["42P05" if bad == "SELECT 1" else "42601"]
+        assert _run(w, "s1") == []
+        assert w.scalar("SHOW search_path") == "public"
+        errs = tgtest.errors_of(w.query(BAD.format("reparse")))
+        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+    assert watched(sdata) == [] and decoy(sdata) == []
+
+
+def test_close_and_parse_of_one_name_pipelined(eproxy, sdata):
+    """Close 'S' s1 then Parse s1 in one pipeline: the CloseComplete that
+    comes back is about the old statement, not the new one."""
+    with eproxy.wire() as w:
+        w.login(database=sdata.name)
+        assert tgtest.errors_of(w.query("SET search_path = other")) == []
+        w.send(w.parse_msg("SELECT 1", name="s1") + w.SYNC)
+        assert tgtest.errors_of(w.read_until("Z")) == []
+        w.send(w.close_msg("S", "s1") + w.parse_msg("SET search_path = public", name="s1") + w.SYNC)
+        assert tgtest.errors_of(w.read_until("Z")) == []
+        assert _run(w, "s1") == []
+        assert w.scalar("SHOW search_path") == "public"
+        errs = tgtest.errors_of(w.query(BAD.format("close-parse")))
+        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+    assert watched(sdata) == [] and decoy(sdata) == []
+
+
+def test_sql_prepare_changes_the_path_only_when_executed(conn, sdata):
+    """PREPARE of a set_config() changes nothing; each EXECUTE of it does."""
+    ok(simple(conn, "PREPARE to_other AS SELECT set_config('search_path', 'other', false)"))
+    assert ok(simple(conn, "SHOW search_path")).rows == [['"$user", public']]
+    enforced(conn, sdata, "after-prepare")
+    ok(simple(conn, "EXECUTE to_other"))
+    passes_to_decoy(conn, sdata, "after-execute")
+    ok(simple(conn, "RESET search_path"))
+    enforced(conn, sdata, "after-reset")
+    # in one text, the statements after an EXECUTE are decided with the path
+    # unknown (so as the watched table); the failed text undoes the EXECUTE
+    rejected(simple_all(conn, "EXECUTE to_other; " + BAD.format("same-text"))[-1], "42501",
+             R2.format(w=1, t=3, tw=2))
+    assert ok(simple(conn, "SHOW search_path")).rows == [['"$user", public']]
+    enforced(conn, sdata, "after-same-text")
+    ok(simple(conn, "DEALLOCATE to_other"))
