@@ -257,7 +257,11 @@ tg_bf_status tg_validate_run(const char *conninfo, const tg_policy *p, tg_valida
 /*
  * The latest backfill runs as a JSON text: {"lock": {...} | null, "runs": [...]}.
  * limit > 0: the `limit` most recent runs; 0: the active runs and the runs of
- * the latest invocation. Returns a malloc'd string, or NULL with msg set.
+ * the latest invocation. Per run, besides its columns: `interrupted` (active,
+ * and nobody holds the lock) and `paused` (active, its context says paused
+ * and a process holds the lock: held between two batches), with `paused_at`
+ * and `paused_by` (null unless paused). Returns a malloc'd string, or NULL
+ * with msg set.
  */
 char *tg_status_json(const char *conninfo, const tg_policy *p, int limit, char *msg, size_t msglen);
 

@@ -285,7 +285,9 @@ static const char status_help[] =
     "status, outcome, counts, timestamps and per-table progress (target rows, processed,\n"
     "last processed id), failures, and who holds the backfill lock now. A run still\n"
     "queued or running while nobody holds the lock was interrupted: the next backfill\n"
-    "with the same --table selection resumes it. Read-only.\n\n"
+    "with the same --table selection resumes it. A run whose call holds it between two\n"
+    "batches (SIGUSR1, BACKFILL PAUSE) shows as paused, and who paused it and when.\n"
+    "Read-only.\n\n"
     "Options:\n"
     "      --limit N          the N most recent runs (default: the active runs and the runs\n"
     "                         of the latest backfill call)\n"
@@ -328,7 +330,9 @@ static void status_text(json_t *doc)
         char st[40], dur[32], id[24];
         snprintf(id, sizeof(id), "#%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(run, "id")));
         snprintf(st, sizeof(st), "%s%s", status,
-                 json_is_true(json_object_get(run, "interrupted")) ? " (interrupted)" : "");
+                 json_is_true(json_object_get(run, "interrupted")) ? " (interrupted)"
+                 : json_is_true(json_object_get(run, "paused"))    ? " (paused)"
+                                                                    : "");
         json_t *ds = json_object_get(run, "duration_seconds");
         snprintf(dur, sizeof(dur), "%s", json_is_number(ds) ? cli_duration(json_number_value(ds), a, sizeof(a)) : "-");
         const char *outcome = json_string_value(json_object_get(run, "outcome"));

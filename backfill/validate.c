@@ -124,6 +124,8 @@ static const char status_sql[] =
     "        r.context->'tables' AS tables, r.context->'table_progress' AS table_progress,"
     "        r.context->'batch_size' AS batch_size, r.context->'max_rows' AS max_rows,"
     "        r.summary_counts, r.failure_summary, r.run_identity_hash,"
+    "        coalesce(r.context->'paused' = 'true'::jsonb, false) AS paused,"
+    "        r.context->>'paused_at' AS paused_at, r.context->>'paused_by' AS paused_by,"
     "        to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at,"
     "        to_char(r.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS started_at,"
     "        to_char(r.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS completed_at,"
@@ -163,11 +165,19 @@ char *tg_status_json(const char *conninfo, const tg_policy *p, int limit, char *
         size_t i;
         json_t *run;
         /* A run still active while nobody holds the lock was interrupted:
-         * the next backfill with the same selection resumes it. */
+         * the next backfill with the same selection resumes it. One whose
+         * context says paused is paused only while the lock is held (a call
+         * killed while paused leaves the flag; the next call clears it). */
         json_array_foreach(runs, i, run) {
             const char *s = json_string_value(json_object_get(run, "status"));
             bool active = s && (strcmp(s, "queued") == 0 || strcmp(s, "running") == 0);
+            bool paused = active && !json_is_null(lock) && json_is_true(json_object_get(run, "paused"));
             json_object_set_new(run, "interrupted", json_boolean(active && json_is_null(lock)));
+            json_object_set_new(run, "paused", json_boolean(paused));
+            if (!paused) {
+                json_object_set_new(run, "paused_at", json_null());
+                json_object_set_new(run, "paused_by", json_null());
+            }
         }
         json_t *doc = json_pack("{s:o,s:o}", "lock", lock, "runs", runs ? runs : json_array());
         out = doc ? json_dumps(doc, JSON_COMPACT) : NULL;

@@ -6,8 +6,8 @@
  * `tenantguard status`) on a worker thread, so it is true across processes
  * and hosts: runs of the CLI and of other tenantguards show too. The console
  * answers when the rows arrive. Per run: status and outcome as stored, the
- * state seen from here (running here, paused here, running in another
- * process that holds the lock, interrupted), counts, percent, rate, ETA and
+ * state seen from here (running here, paused here, running or paused in
+ * another process that holds the lock, interrupted), counts, percent, rate, ETA and
  * the per-table progress.
  */
 #include "config.h"
@@ -155,9 +155,9 @@ static void state_of(tg_runtime *rt, json_t *run, json_t *lock, char *buf, size_
         snprintf(buf, len, "%s here", paused ? "paused" : "running");
     else if (admin_backfill_ended_here(rt, id))
         snprintf(buf, len, "done");   /* read as running just before its job here ended */
-    else if (json_is_object(lock))
-        snprintf(buf, len, "running in pid %d (%s)", (int)json_integer_value(json_object_get(lock, "pid")),
-                 jstr(lock, "application", "?"));
+    else if (json_is_object(lock))   /* `paused`: its context says so and the lock is held */
+        snprintf(buf, len, "%s in pid %d (%s)", json_is_true(json_object_get(run, "paused")) ? "paused" : "running",
+                 (int)json_integer_value(json_object_get(lock, "pid")), jstr(lock, "application", "?"));
     else
         snprintf(buf, len, "interrupted (resumable)");
 }

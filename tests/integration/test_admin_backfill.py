@@ -14,7 +14,8 @@ import pytest
 import tgtest
 from test_admin_common import (ADMIN_USER, BOOL, FLOAT8, INT8, TEXT, TIMESTAMPTZ, connect, console_proxy, ok,
                                psql, q)
-from test_backfill_common import ACTION, OWNED, WATCHED, fresh_db, tg_popen
+from test_backfill_common import (ACTION, OWNED, PAUSE_ACTOR, WATCHED, fresh_db, json_lines, recorded,
+                                  start_slow_backfill, stop, tg, tg_popen)
 
 _n = itertools.count()
 
@@ -301,6 +302,48 @@ def test_console_start_is_refused_while_the_cli_runs(cp, db):
         started = ok(c, "BACKFILL START").dicts()
         assert {x["reused"] for x in started} == {"t"}
         wait_done(c)
+    assert all_bound(db)
+
+
+def cli_status(db, *args):
+    r = tg("status", "--dsn", db.dsn, *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_a_cli_backfill_paused_elsewhere_shows_as_paused(cp, db, tmp_path):
+    """SIGUSR1 to a CLI backfill: SHOW BACKFILL on the console and
+    `tenantguard status` say its runs are paused, not running."""
+    p = start_slow_backfill(db, tmp_path)
+    try:
+        p.send_signal(signal.SIGUSR1)
+        runs = tgtest.wait_until(lambda: recorded(db, "paused", True), 30, what="the pause recorded")
+        ids = {str(r["id"]) for r in runs}
+        with connect(cp) as c:
+            rows = [x for x in show(c) if x["run_id"] in ids]
+            assert len(rows) == 3, rows
+            for x in rows:
+                assert x["state"].startswith("paused in pid ") and x["state"].endswith("(tenantguard backfill)"), x
+                assert x["status"] == "running" and x["eta_seconds"] is None     # no ETA while held
+            assert any("backfill lock is held by pid" in n for n in c.notices)
+        text = cli_status(db)
+        assert text.count("running (paused)") == 3 and "(interrupted)" not in text, text
+        doc = json_lines(cli_status(db, "--json"))[0]
+        assert {str(x["id"]) for x in doc["runs"] if x["paused"]} == ids
+        assert all(x["paused_by"] == PAUSE_ACTOR and x["paused_at"] for x in doc["runs"])
+
+        p.send_signal(signal.SIGUSR2)
+        tgtest.wait_until(lambda: recorded(db, "resumed", False), 30, what="the resume recorded")
+        with connect(cp) as c:
+            states = {x["state"] for x in show(c) if x["run_id"] in ids}
+            assert not any(st.startswith("paused") for st in states), states
+        assert "(paused)" not in cli_status(db)
+        assert p.wait(120) == 0
+    finally:
+        stop(p)
+    assert {r["outcome"] for r in db.runs()} == {"succeeded"}
+    doc = json_lines(cli_status(db, "--json"))[0]
+    assert not any(x["paused"] for x in doc["runs"]) and doc["lock"] is None
     assert all_bound(db)
 
 
