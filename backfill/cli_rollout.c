@@ -286,7 +286,7 @@ static const char status_help[] =
     "last processed id), failures, and who holds the backfill lock now. A run still\n"
     "queued or running while nobody holds the lock was interrupted: the next backfill\n"
     "with the same --table selection resumes it. A run whose call holds it between two\n"
-    "batches (SIGUSR1, BACKFILL PAUSE) shows as paused, and who paused it and when.\n"
+    "batches (SIGUSR1, BACKFILL PAUSE) shows as paused (--json: paused_at, paused_by).\n"
     "Read-only.\n\n"
     "Options:\n"
     "      --limit N          the N most recent runs (default: the active runs and the runs\n"
