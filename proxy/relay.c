@@ -594,6 +594,7 @@ static bool server_inspects(const pgf_header *h)
     case PG_BE_PARAM_STATUS:
     case PG_BE_PARSE_COMPLETE:
     case PG_BE_CLOSE_COMPLETE:
+    case PG_BE_PORTAL_SUSPENDED:
         return true;
     default:
         return false;

@@ -185,6 +185,17 @@ static void on_command_complete(tg_session *s, const uint8_t *payload, size_t le
     sessenv_command_tag(&s->env, s->last_tag);
 }
 
+/* An Execute with a row limit stopped with PortalSuspended: the rows it
+ * returned have run, and with them what the statement does to the session
+ * (a set_config in its target list). Applied now; again, harmlessly, by
+ * each later Execute of the portal. */
+static void on_portal_suspended(tg_session *s)
+{
+    track_slot *slot = track_head(s->track);
+    if (slot && slot->kind == PG_FE_EXECUTE && slot->ctx)
+        apply_effects(s, slot->ctx, slot->ctx->effects, slot->ctx->n_effects, 0, true);
+}
+
 /* ParseComplete / CloseComplete / an error: the pending change to the
  * session's statements that the head request made is final or dropped. */
 static void end_stmt_op(tg_session *s, char kind, sessenv_op_end how)
@@ -225,6 +236,9 @@ bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *pay
         break;
     case PG_BE_COMMAND_COMPLETE:
         on_command_complete(s, payload, plen);
+        break;
+    case PG_BE_PORTAL_SUSPENDED:
+        on_portal_suspended(s);
         break;
     case PG_BE_PARSE_COMPLETE:
         end_stmt_op(s, PG_FE_PARSE, SESSENV_OP_DONE);

@@ -362,7 +362,7 @@ static inline bool word_is(const char *s, size_t len, size_t i, const char *kw, 
 #define WORD_IS(kw) word_is(s, len, i, kw, sizeof(kw) - 1)
 
 /* Does a statement starting at s[i] begin with a session-effect keyword
- * (SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER, CALL)?
+ * (SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER, CALL, DO)?
  * Whitespace and comments before it are skipped; an unterminated comment
  * answers yes (we cannot tell). Runs on every text: a statement starting
  * with any other letter costs a handful of instructions. */
@@ -374,7 +374,7 @@ static inline bool keyword_at(const char *s, size_t len, size_t i)
     case 'r':
         return WORD_IS("reset") || WORD_IS("rollback") || WORD_IS("release");
     case 'd':
-        return WORD_IS("discard") || WORD_IS("deallocate");
+        return WORD_IS("discard") || WORD_IS("deallocate") || WORD_IS("do");
     case 'a':
         return WORD_IS("alter");
     case 'c':

@@ -525,9 +525,23 @@ void rw_stmt(rw_ctx *c, Node *n)
             temp_created(c, ct->into->rel, ct->into->onCommit);
         break;
     }
-    case T_DeclareCursorStmt:
+    case T_DeclareCursorStmt: {
+        /* A cursor's query runs at each FETCH or MOVE (or at COMMIT, WITH
+         * HOLD), not now; the proxy does not follow cursors. So a cursor
+         * whose query changes the session (a set_config()) cannot be
+         * followed: refused while a table is enforced, and otherwise the
+         * path is unknown from here on rather than changed now. */
+        int before = c->nfx;
         rw_stmt(c, ((DeclareCursorStmt *)n)->query);
+        if (c->nfx > before) {
+            c->nfx = before;
+            rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+            stmt_refuse(c, ~0ULL,
+                        "tenantguard: a cursor whose query changes session settings (set_config) is not "
+                        "supported while a table is enforced: its effects happen at each FETCH");
+        }
         break;
+    }
     case T_VariableSetStmt:
         set_stmt(c, (VariableSetStmt *)n);
         break;
@@ -570,6 +584,10 @@ void rw_stmt(rw_ctx *c, Node *n)
         alter_table(c, (AlterTableStmt *)n);
         break;
     case T_DoStmt:
+        /* Like a CALL: a DO block's set_config() or SET outlives it. */
+        rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+        beyond_sight(c);
+        break;
     case T_CreateFunctionStmt:
     case T_CreateTrigStmt:
     case T_RuleStmt:

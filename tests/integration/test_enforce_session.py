@@ -375,6 +375,14 @@ def test_call_makes_the_path_unknown(conn, sdata):
     assert watched(sdata) == [(3, 2, "after-call")]
 
 
+def test_do_makes_the_path_unknown(conn, sdata):
+    _other_then(conn)
+    ok(simple(conn, "DO $$ BEGIN PERFORM set_config('search_path', 'public', false); END $$"))
+    rejected(simple(conn, BAD.format("after-do")), "42501", R2.format(w=1, t=3, tw=2))
+    ok(simple(conn, BARE.format("after-do")))
+    assert watched(sdata) == [(3, 2, "after-do")]
+
+
 def test_client_only_encoding_refuses_watched_statements(conn, sdata):
     ok(simple(conn, "SET client_encoding = 'SJIS'"))
     out = simple(conn, BARE.format("sjis"))
@@ -649,3 +657,35 @@ def test_sql_prepare_changes_the_path_only_when_executed(conn, sdata):
     assert ok(simple(conn, "SHOW search_path")).rows == [['"$user", public']]
     enforced(conn, sdata, "after-same-text")
     ok(simple(conn, "DEALLOCATE to_other"))
+
+
+def test_suspended_portal_has_run_its_effects(eproxy, sdata):
+    """An Execute with a row limit stops with PortalSuspended, not
+    CommandComplete -- but the rows it returned have run: a set_config in
+    them has changed the search_path already."""
+    with eproxy.wire() as w:
+        w.login(database=sdata.name)
+        assert tgtest.errors_of(w.query("SET search_path = other")) == []
+        w.send(w.parse_msg("SELECT set_config('search_path', 'public', false)") + w.bind_msg() +
+               w.execute_msg(max_rows=1) + w.SYNC)
+        assert tgtest.errors_of(w.read_until("Z")) == []
+        assert w.scalar("SHOW search_path") == "public"
+        errs = tgtest.errors_of(w.query(BAD.format("suspended")))
+        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+    assert watched(sdata) == [] and decoy(sdata) == []
+
+
+def test_cursor_that_changes_the_path_is_refused(eproxy, conn, sdata):
+    """A cursor's query runs at each FETCH, which the proxy does not follow:
+    one that calls set_config() is refused while enforcing (it would change
+    the search_path behind the proxy's back); ordinary cursors work."""
+    ok(simple(conn, "BEGIN"))
+    rejected(simple(conn, "DECLARE c CURSOR FOR SELECT set_config('search_path', 'other', false)"), "0A000",
+             "tenantguard: a cursor whose query changes session settings (set_config) is not supported while "
+             "a table is enforced: its effects happen at each FETCH")
+    ok(simple(conn, "ROLLBACK"))
+    enforced(conn, sdata, "after-cursor")
+    with psycopg.connect(eproxy.dsn(db=sdata.name)) as c:   # psycopg's server-side cursor: DECLARE + FETCH
+        with c.cursor(name="srv") as cur:
+            cur.execute("SELECT g FROM generate_series(1, 3) g")
+            assert [r[0] for r in cur.fetchmany(2)] == [1, 2]

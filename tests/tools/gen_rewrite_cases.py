@@ -290,7 +290,8 @@ case("MODE observe refuse", "COPY policies (tenant_id, name) FROM STDIN WITH (FO
      events="seen//policies refused/form/policies")
 case("MODE observe update", "UPDATE policies SET tenant_id = 5", P, mode="observe", events="seen//policies rewritten/R4/policies")
 case("MODE off", "INSERT INTO policies (name) VALUES ('a')", P, mode="off", events="", flags=["watched_write"])
-case("MODE off beyond sight", "DO $$ BEGIN DELETE FROM policies; END $$", P, mode="off", events="")
+case("MODE off beyond sight", "DO $$ BEGIN DELETE FROM policies; END $$", P, mode="off", events="",
+     effects="path_unknown")
 case("MODE mixed statements", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a'); INSERT INTO audit_logs (tenant_id, action) VALUES (1, 'x')",
      R, mode="enforce,policies=observe", flags=["observed"],
      has=["VALUES (1, 'a'); INSERT INTO audit_logs (tenant_id, action, workspace_id)"])
@@ -383,7 +384,18 @@ case("FX unparsable set", "SET search_path =", P, effects="path_unknown", flags=
 
 # --------------------------------------------------------- beyond sight
 case("BEYOND do", "DO $$ BEGIN INSERT INTO policies (tenant_id, name) VALUES (1, 'x'); END $$", P,
-     events="passed/beyond_sight/policies")
+     events="passed/beyond_sight/policies", effects="path_unknown")
+# a DO block is like a CALL: what it does to search_path outlives it
+case("pf leading do", "DO $$ BEGIN PERFORM set_config('search_path', 'a', false); END $$", P,
+     effects="path_unknown")
+case("pf leading do, no needle", "do $$ begin perform my_path_changer(); end $$", P,
+     effects="path_unknown")
+# a cursor's query runs at FETCH: one that changes the session is refused
+case("cursor with set_config", "DECLARE c CURSOR FOR SELECT set_config('search_path', 'a', false)", J,
+     sqlstate="0A000", msg="a cursor whose query changes session settings", effects="")
+case("cursor with set_config observed", "DECLARE c CURSOR FOR SELECT set_config('search_path', 'a', false)", P,
+     mode="observe", effects="path_unknown", flags=["observed"])
+case("cursor plain", "DECLARE c CURSOR FOR SELECT * FROM policies", P)
 case("BEYOND function", "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ INSERT INTO policies (tenant_id, name) VALUES (1, 'x') $$", P,
      events="passed/beyond_sight/policies")
 case("BEYOND sql body", "CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC INSERT INTO policies (tenant_id, name) VALUES (1, 'x'); END", P,

@@ -1777,7 +1777,7 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN DELETE FROM policies; END $$",
         .action = RW_PASS,
         .events = "",
-        .effects = "",
+        .effects = "path_unknown",
         .flags = 0,
     },
     {
@@ -2354,6 +2354,50 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN INSERT INTO policies (tenant_id, name) VALUES (1, 'x'); END $$",
         .action = RW_PASS,
         .events = "passed/beyond_sight/policies",
+        .effects = "path_unknown",
+        .flags = 0,
+    },
+    {
+        .name = "pf leading do",
+        .sql = "DO $$ BEGIN PERFORM set_config('search_path', 'a', false); END $$",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown",
+        .flags = 0,
+    },
+    {
+        .name = "pf leading do, no needle",
+        .sql = "do $$ begin perform my_path_changer(); end $$",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown",
+        .flags = 0,
+    },
+    {
+        .name = "cursor with set_config",
+        .sql = "DECLARE c CURSOR FOR SELECT set_config('search_path', 'a', false)",
+        .action = RW_REJECT,
+        .out = "SELECT \"tenantguard:refused\"",
+        .sqlstate = "0A000",
+        .msg = "a cursor whose query changes session settings",
+        .events = "refused/form/policies",
+        .effects = "",
+        .flags = 0,
+    },
+    {
+        .name = "cursor with set_config observed",
+        .mode = "observe",
+        .sql = "DECLARE c CURSOR FOR SELECT set_config('search_path', 'a', false)",
+        .action = RW_PASS,
+        .events = "refused/form/policies",
+        .effects = "path_unknown",
+        .flags = RW_F_OBSERVED,
+    },
+    {
+        .name = "cursor plain",
+        .sql = "DECLARE c CURSOR FOR SELECT * FROM policies",
+        .action = RW_PASS,
+        .events = "",
         .effects = "",
         .flags = 0,
     },
@@ -2403,7 +2447,7 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN UPDATE findings SET tenant_id = 1; END $$",
         .action = RW_PASS,
         .events = "passed/beyond_sight/findings",
-        .effects = "",
+        .effects = "path_unknown",
         .flags = RW_F_OBSERVED,
     },
     {
@@ -2634,4 +2678,4 @@ const rw_case rw_cases[] = {
     },
 };
 
-const int rw_n_cases = 291;
+const int rw_n_cases = 296;
