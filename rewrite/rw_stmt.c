@@ -566,8 +566,10 @@ void rw_stmt(rw_ctx *c, Node *n)
         break;
     case T_CallStmt:
         /* A procedure's SET search_path outlives the CALL (and it may commit):
-         * we cannot see it, so the path is no longer known. */
+         * we cannot see it, so the path is no longer known -- nor how the
+         * next text is read (it may set client_encoding). */
         rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+        rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
         break;
     case T_RenameStmt:
         rename_stmt(c, (RenameStmt *)n);
@@ -586,6 +588,7 @@ void rw_stmt(rw_ctx *c, Node *n)
     case T_DoStmt:
         /* Like a CALL: a DO block's set_config() or SET outlives it. */
         rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+        rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
         beyond_sight(c);
         break;
     case T_CreateFunctionStmt:

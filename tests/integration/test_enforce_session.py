@@ -392,6 +392,20 @@ def test_client_only_encoding_refuses_watched_statements(conn, sdata):
     enforced(conn, sdata, "utf8-again")
 
 
+def test_do_changing_the_encoding_holds_what_follows(eproxy, sdata):
+    """A DO block may set client_encoding: a statement pipelined behind it
+    is read only once the DO has completed, in the encoding it left."""
+    with eproxy.wire() as w:
+        w.login(database=sdata.name)
+        w.send(w.query_msg("DO $$ BEGIN PERFORM set_config('client_encoding', 'SJIS', false); END $$") +
+               w.query_msg(BARE.format("pipelined-sjis")))
+        msgs = w.read_until("Z") + w.read_until("Z")
+        errs = tgtest.errors_of(msgs)
+        assert len(errs) == 1 and errs[0]["C"] == "0A000" and "client encoding" in errs[0]["M"], errs
+        assert w.scalar("SHOW client_encoding") == "SJIS"
+    assert watched(sdata) == []
+
+
 @pytest.mark.xfail(strict=True, reason="beyond a proxy's sight (design brief; README 'What tenantguard does not "
                    "do'): a function called in an ordinary SELECT changes search_path inside its body; the proxy "
                    "keeps its old path, and only phase 3's constraints stop the unbound write (next test)")

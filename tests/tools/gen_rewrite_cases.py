@@ -291,7 +291,7 @@ case("MODE observe refuse", "COPY policies (tenant_id, name) FROM STDIN WITH (FO
 case("MODE observe update", "UPDATE policies SET tenant_id = 5", P, mode="observe", events="seen//policies rewritten/R4/policies")
 case("MODE off", "INSERT INTO policies (name) VALUES ('a')", P, mode="off", events="", flags=["watched_write"])
 case("MODE off beyond sight", "DO $$ BEGIN DELETE FROM policies; END $$", P, mode="off", events="",
-     effects="path_unknown")
+     effects="path_unknown lexing")
 case("MODE mixed statements", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a'); INSERT INTO audit_logs (tenant_id, action) VALUES (1, 'x')",
      R, mode="enforce,policies=observe", flags=["observed"],
      has=["VALUES (1, 'a'); INSERT INTO audit_logs (tenant_id, action, workspace_id)"])
@@ -384,12 +384,12 @@ case("FX unparsable set", "SET search_path =", P, effects="path_unknown", flags=
 
 # --------------------------------------------------------- beyond sight
 case("BEYOND do", "DO $$ BEGIN INSERT INTO policies (tenant_id, name) VALUES (1, 'x'); END $$", P,
-     events="passed/beyond_sight/policies", effects="path_unknown")
+     events="passed/beyond_sight/policies", effects="path_unknown lexing")
 # a DO block is like a CALL: what it does to search_path outlives it
 case("pf leading do", "DO $$ BEGIN PERFORM set_config('search_path', 'a', false); END $$", P,
-     effects="path_unknown")
+     effects="path_unknown lexing")
 case("pf leading do, no needle", "do $$ begin perform my_path_changer(); end $$", P,
-     effects="path_unknown")
+     effects="path_unknown lexing")
 # a cursor's query runs at FETCH: one that changes the session is refused
 case("cursor with set_config", "DECLARE c CURSOR FOR SELECT set_config('search_path', 'a', false)", J,
      sqlstate="0A000", msg="a cursor whose query changes session settings", effects="")
@@ -407,8 +407,8 @@ case("BEYOND rule", "CREATE RULE r AS ON INSERT TO x DO INSTEAD INSERT INTO poli
 case("BEYOND view", "CREATE VIEW v AS SELECT * FROM policies", P, events="passed/beyond_sight/policies")
 case("BEYOND observe", "DO $$ BEGIN UPDATE findings SET tenant_id = 1; END $$", P, mode="observe",
      events="passed/beyond_sight/findings", flags=["observed"])
-case("BEYOND procedure call", "CALL refresh_policies()", P, events="", effects="path_unknown")
-case("FX call unknown path", "CALL maintenance()", P, effects="path_unknown", notflags=["prefiltered"])
+case("BEYOND procedure call", "CALL refresh_policies()", P, events="", effects="path_unknown lexing")
+case("FX call unknown path", "CALL maintenance()", P, effects="path_unknown lexing", notflags=["prefiltered"])
 
 # ------------------------------------------------------------------ DDL
 case("DDL rename table", "ALTER TABLE policies RENAME TO p2", J, sqlstate="0A000", msg="renaming the watched table policies")

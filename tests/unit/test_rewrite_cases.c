@@ -1777,7 +1777,7 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN DELETE FROM policies; END $$",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = 0,
     },
     {
@@ -2354,7 +2354,7 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN INSERT INTO policies (tenant_id, name) VALUES (1, 'x'); END $$",
         .action = RW_PASS,
         .events = "passed/beyond_sight/policies",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = 0,
     },
     {
@@ -2362,7 +2362,7 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN PERFORM set_config('search_path', 'a', false); END $$",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = 0,
     },
     {
@@ -2370,7 +2370,7 @@ const rw_case rw_cases[] = {
         .sql = "do $$ begin perform my_path_changer(); end $$",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = 0,
     },
     {
@@ -2447,7 +2447,7 @@ const rw_case rw_cases[] = {
         .sql = "DO $$ BEGIN UPDATE findings SET tenant_id = 1; END $$",
         .action = RW_PASS,
         .events = "passed/beyond_sight/findings",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = RW_F_OBSERVED,
     },
     {
@@ -2455,7 +2455,7 @@ const rw_case rw_cases[] = {
         .sql = "CALL refresh_policies()",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = 0,
     },
     {
@@ -2463,7 +2463,7 @@ const rw_case rw_cases[] = {
         .sql = "CALL maintenance()",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown lexing",
         .flags = 0,
     },
     {
