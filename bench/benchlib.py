@@ -109,26 +109,7 @@ ignore_startup_parameters = extra_float_digits,options
 
 def pgbench(port, db, args, duration, clients, logdir, user="trust_user", env=None):
     """Run pgbench; return (tps, p99_ms, n_transactions, output)."""
-    for f in os.listdir(logdir):
-        os.unlink(os.path.join(logdir, f))
-    prefix = os.path.join(logdir, "tx")
-    argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-T", str(duration),
-            "-c", str(clients), "-j", "2", "-l", "--log-prefix", prefix] + args + [db]
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(f"pgbench failed: {r.stderr}\n{r.stdout}")
-    m = re.search(r"tps = ([\d.]+) \((without|excluding)", r.stdout)
-    tps = float(m.group(1)) if m else 0.0
-    lat = []
-    for f in os.listdir(logdir):
-        with open(os.path.join(logdir, f)) as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) >= 3:
-                    lat.append(int(parts[2]))
-    lat.sort()
-    p99 = lat[int(len(lat) * 0.99)] / 1000.0 if lat else 0.0
-    return tps, p99, len(lat), r.stdout
+    return pgbench_collect(pgbench_async(port, db, args, duration, clients, logdir, user, env, threads=2))
 
 
 RELAY_INSERT_SQL = "\\set r random(1, 1000000)\nINSERT INTO bench_insert (a, b) VALUES (:r, 'relay');\n"
@@ -181,19 +162,20 @@ def fmt_ratio(xs):
     return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def pgbench_async(port, db, args, duration, clients, logdir, user="trust_user"):
-    """Start pgbench; pgbench_collect() waits for it and reads its results."""
+def pgbench_async(port, db, args, duration, clients, logdir, user="trust_user", env=None, threads=1):
+    """Start pgbench (with a per-transaction log in logdir); pgbench_collect()
+    waits for it and reads its results."""
     os.makedirs(logdir, exist_ok=True)
     for f in os.listdir(logdir):
         os.unlink(os.path.join(logdir, f))
     prefix = os.path.join(logdir, "tx")
     argv = [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", user, "-n", "-T", str(duration),
-            "-c", str(clients), "-j", "1", "-l", "--log-prefix", prefix] + args + [db]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), logdir
+            "-c", str(clients), "-j", str(threads), "-l", "--log-prefix", prefix] + args + [db]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), logdir
 
 
 def pgbench_collect(handle):
-    """(tps, p99_ms, n_transactions) of a pgbench_async() run."""
+    """(tps, p99_ms, n_transactions, output) of a pgbench_async() run."""
     proc, logdir = handle
     out, err = proc.communicate()
     if proc.returncode != 0:
@@ -209,7 +191,7 @@ def pgbench_collect(handle):
                     lat.append(int(parts[2]))
     lat.sort()
     p99 = lat[int(len(lat) * 0.99)] / 1000.0 if lat else 0.0
-    return tps, p99, len(lat)
+    return tps, p99, len(lat), out
 
 
 def start_cluster():

@@ -90,6 +90,18 @@ static void prepared_clear(sessenv_prepared *p)
     p->text = NULL;
 }
 
+/* Give an (empty) entry what it holds; it owns text and effects. */
+static void prepared_fill(sessenv_prepared *p, char *text, bool rewritten, uint64_t generation, uint64_t env_hash,
+                          rw_effect *effects, int n_effects)
+{
+    p->text = text;
+    p->rewritten = rewritten;
+    p->generation = generation;
+    p->env_hash = env_hash;
+    p->effects = effects;
+    p->n_effects = n_effects;
+}
+
 static void prepared_free_one(sessenv_prepared *p)
 {
     prepared_clear(p);
@@ -420,16 +432,8 @@ void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *te
          * that parses before each execution): keep the entry and its name,
          * change what it holds -- as remove + add would, without the
          * allocations. */
-        for (int i = 0; i < p->n_effects; i++)
-            free((char *)p->effects[i].arg);
-        free(p->effects);
-        free(p->text);
-        p->text = text;
-        p->rewritten = rewritten;
-        p->effects = effects;
-        p->n_effects = n_effects;
-        p->generation = generation;
-        p->env_hash = env_hash;
+        prepared_clear(p);
+        prepared_fill(p, text, rewritten, generation, env_hash, effects, n_effects);
         return;
     }
     sessenv_prepared_remove(e, sql_level, name);
@@ -437,17 +441,10 @@ void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *te
     if (!p || !(p->name = strndup(name, PG_NAME_MAX))) {
         free(p);
         free(text);
-        for (int i = 0; i < n_effects; i++)
-            free((char *)effects[i].arg);
-        free(effects);
+        effects_free(effects, n_effects);
         return;
     }
-    p->text = text;
-    p->rewritten = rewritten;
-    p->effects = effects;
-    p->n_effects = n_effects;
-    p->generation = generation;
-    p->env_hash = env_hash;
+    prepared_fill(p, text, rewritten, generation, env_hash, effects, n_effects);
     p->next = *head;
     *head = p;
 }
@@ -528,12 +525,7 @@ sessenv_stmt_op *sessenv_parse_sent(sessenv *e, const char *name, char *text, bo
         effects_free(effects, n_effects);
         return NULL;
     }
-    op->entry.text = text;
-    op->entry.rewritten = rewritten;
-    op->entry.generation = generation;
-    op->entry.env_hash = env_hash;
-    op->entry.effects = effects;
-    op->entry.n_effects = n_effects;
+    prepared_fill(&op->entry, text, rewritten, generation, env_hash, effects, n_effects);
     return op;
 }
 
