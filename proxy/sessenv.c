@@ -80,6 +80,24 @@ static void effects_free(rw_effect *fx, int n)
     free(fx);
 }
 
+rw_effect *sessenv_effects_copy(const rw_effect *fx, int n)
+{
+    if (n <= 0)
+        return NULL;
+    rw_effect *out = calloc((size_t)n, sizeof(*out));
+    if (!out)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        out[i] = fx[i];
+        out[i].arg = NULL;
+        if (fx[i].arg && !(out[i].arg = strdup(fx[i].arg))) {
+            effects_free(out, i);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 /* What an entry holds (not its name, not the entry). */
 static void prepared_clear(sessenv_prepared *p)
 {
@@ -583,20 +601,9 @@ static bool portal_take(sessenv_portal *q, const sessenv_prepared *p)
         return true;   /* the common case: nothing to copy */
     if (p->rewritten && p->text && !(q->text = strdup(p->text)))
         return false;
-    if (p->n_effects) {
-        q->effects = calloc((size_t)p->n_effects, sizeof(*q->effects));
-        if (!q->effects)
-            return false;
-        for (int i = 0; i < p->n_effects; i++) {
-            q->effects[i] = p->effects[i];
-            q->effects[i].arg = NULL;
-            if (p->effects[i].arg && !(q->effects[i].arg = strdup(p->effects[i].arg))) {
-                q->n_effects = i;
-                return false;
-            }
-        }
-        q->n_effects = p->n_effects;
-    }
+    if (p->n_effects && !(q->effects = sessenv_effects_copy(p->effects, p->n_effects)))
+        return false;
+    q->n_effects = p->n_effects;
     return true;
 }
 

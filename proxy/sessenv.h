@@ -146,6 +146,10 @@ sessenv_stmt_op *sessenv_close_sent(sessenv *e, const char *name);
 /* The server answered (or skipped) it; op is freed. */
 void sessenv_stmt_op_end(sessenv *e, sessenv_stmt_op *op, sessenv_op_end how);
 
+/* A deep copy of n effects (the strings too); NULL when n <= 0 or out of
+ * memory. */
+rw_effect *sessenv_effects_copy(const rw_effect *fx, int n);
+
 /* Confirmed statements (a completed SQL PREPARE). Takes ownership of text
  * and effects (both may be NULL). */
 void sessenv_prepared_add(sessenv *e, bool sql_level, const char *name, char *text, bool rewritten,

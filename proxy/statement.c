@@ -42,19 +42,6 @@ track_ctx *stmtctx_new(char kind)
     return c;
 }
 
-rw_effect *stmtctx_copy_effects(const rw_effect *fx, int n)
-{
-    if (n <= 0)
-        return NULL;
-    rw_effect *out = calloc((size_t)n, sizeof(*out));
-    if (!out)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        out[i] = fx[i];
-        out[i].arg = fx[i].arg ? strdup(fx[i].arg) : NULL;
-    }
-    return out;
-}
 
 void stmtctx_free_effects(rw_effect *fx, int n)
 {
@@ -429,9 +416,12 @@ static int relay_parse(tg_session *s, const pgf_header *h, const uint8_t *msg, p
          * SET through the extended protocol) before ParseComplete returns.
          * Its answer makes it final, or drops it (sessenv_stmt_op_end). */
         if (!c->reject) {
-            rw_effect *fx = stmtctx_copy_effects(c->d.effects, c->d.n_effects);
-            c->op = sessenv_parse_sent(&s->env, name, c->text, c->rewritten, c->generation, c->env_hash, fx,
-                                       fx ? c->d.n_effects : 0);
+            rw_effect *fx = sessenv_effects_copy(c->d.effects, c->d.n_effects);
+            if (fx || c->d.n_effects <= 0)   /* it owns text and fx, also when it fails */
+                c->op = sessenv_parse_sent(&s->env, name, c->text, c->rewritten, c->generation, c->env_hash, fx,
+                                           c->d.n_effects > 0 ? c->d.n_effects : 0);
+            else
+                free(c->text);
             c->op_env = &s->env;
             c->text = NULL;   /* the statement owns it; Execute copies it for fingerprints */
             if (!c->op) {
@@ -577,7 +567,7 @@ int relay_execute(tg_session *s, const pgf_header *h, struct evbuffer *in, const
     if (!c)
         return -1;
     c->n_effects = known ? p->n_effects : 1;
-    c->effects = stmtctx_copy_effects(known ? p->effects : &unknown_fx, c->n_effects);
+    c->effects = sessenv_effects_copy(known ? p->effects : &unknown_fx, c->n_effects);
     if (c->n_effects && !c->effects) {
         stmtctx_release(c);
         return -1;

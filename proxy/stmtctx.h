@@ -45,8 +45,7 @@ struct track_ctx {
 track_ctx *stmtctx_new(char kind);
 void stmtctx_release(track_ctx *c);
 
-/* Deep copies of effect arrays (the strings too). */
-rw_effect *stmtctx_copy_effects(const rw_effect *fx, int n);
+/* Frees an effect array (the strings too); copies: sessenv_effects_copy. */
 void stmtctx_free_effects(rw_effect *fx, int n);
 
 #endif
