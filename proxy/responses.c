@@ -121,6 +121,29 @@ static void apply_execute(tg_session *s, const char *name)
             sessenv_apply(&s->env, &p->effects[i]);
 }
 
+/* The effects a PREPARE deferred: those of statement `stmt` before fx[upto]
+ * (copied, no longer deferred). NULL with *n > 0 out of memory. */
+static rw_effect *deferred_effects(const rw_effect *fx, int upto, int stmt, int *n)
+{
+    *n = 0;
+    for (int k = 0; k < upto; k++)
+        *n += fx[k].deferred && fx[k].stmt == stmt;
+    rw_effect *out = *n ? calloc((size_t)*n, sizeof(*out)) : NULL;
+    for (int k = 0, got = 0; out && k < upto; k++) {
+        if (!fx[k].deferred || fx[k].stmt != stmt)
+            continue;
+        rw_effect *one = sessenv_effects_copy(&fx[k], 1);
+        if (!one) {
+            stmtctx_free_effects(out, got);
+            return NULL;
+        }
+        out[got] = *one;
+        out[got++].deferred = false;
+        free(one);
+    }
+    return out;
+}
+
 static void apply_effects(tg_session *s, track_ctx *c, const rw_effect *fx, int n, int stmt, bool any_stmt)
 {
     for (int i = 0; i < n; i++) {
@@ -133,30 +156,11 @@ static void apply_effects(tg_session *s, track_ctx *c, const rw_effect *fx, int 
              * Query text, if the policy changes before EXECUTE; what its
              * query does to the session happens at each EXECUTE. */
             int nd = 0;
-            for (int k = 0; k < i; k++)
-                nd += fx[k].deferred && fx[k].stmt == fx[i].stmt;
-            rw_effect *dfx = nd ? calloc((size_t)nd, sizeof(*dfx)) : NULL;
-            int got = 0;
-            for (int k = 0; dfx && k < i; k++) {
-                if (!fx[k].deferred || fx[k].stmt != fx[i].stmt)
-                    continue;
-                dfx[got] = fx[k];
-                dfx[got].deferred = false;
-                dfx[got].arg = fx[k].arg ? strdup(fx[k].arg) : NULL;
-                if (fx[k].arg && !dfx[got].arg)
-                    dfx[got] = (rw_effect){.kind = RW_FX_PATH_UNKNOWN};
-                got++;
-            }
-            if (nd && !dfx) {   /* out of memory: what it does is unknown */
-                dfx = calloc(1, sizeof(*dfx));
-                if (dfx)
-                    dfx[0] = (rw_effect){.kind = RW_FX_PATH_UNKNOWN};
-                got = dfx ? 1 : 0;
-                if (!dfx)
-                    sessenv_apply(&s->env, &(rw_effect){.kind = RW_FX_PATH_UNKNOWN});
-            }
+            rw_effect *dfx = deferred_effects(fx, i, fx[i].stmt, &nd);
+            if (nd && !dfx)
+                continue;   /* out of memory: unknown, so its EXECUTE leaves the path unknown */
             sessenv_prepared_add(&s->env, true, fx[i].arg, c->text ? strdup(c->text) : NULL, c->rewritten,
-                                 c->generation, c->env_hash, dfx, got);
+                                 c->generation, c->env_hash, dfx, nd);
         } else if (fx[i].kind == RW_FX_EXECUTE) {
             apply_execute(s, fx[i].arg);
         } else {

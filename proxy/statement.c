@@ -42,7 +42,6 @@ track_ctx *stmtctx_new(char kind)
     return c;
 }
 
-
 void stmtctx_free_effects(rw_effect *fx, int n)
 {
     for (int i = 0; fx && i < n; i++)
