@@ -655,6 +655,22 @@ def test_close_and_parse_of_one_name_pipelined(eproxy, sdata):
     assert watched(sdata) == [] and decoy(sdata) == []
 
 
+def test_portal_runs_the_statement_it_was_bound_to(eproxy, sdata):
+    """The server runs a portal's plan as bound, even when its statement is
+    closed and re-parsed before the Execute."""
+    with eproxy.wire() as w:
+        w.login(database=sdata.name)
+        assert tgtest.errors_of(w.query("SET search_path = other")) == []
+        w.send(w.parse_msg("SELECT set_config('search_path', 'public', false)", name="s1") +
+               w.bind_msg(portal="p1", stmt="s1") + w.close_msg("S", "s1") + w.parse_msg("SELECT 1", name="s1") +
+               w.execute_msg(portal="p1") + w.SYNC)
+        assert tgtest.errors_of(w.read_until("Z")) == []
+        assert w.scalar("SHOW search_path") == "public"
+        errs = tgtest.errors_of(w.query(BAD.format("bound")))
+        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+    assert watched(sdata) == [] and decoy(sdata) == []
+
+
 def test_sql_prepare_changes_the_path_only_when_executed(conn, sdata):
     """PREPARE of a set_config() changes nothing; each EXECUTE of it does."""
     ok(simple(conn, "PREPARE to_other AS SELECT set_config('search_path', 'other', false)"))
