@@ -613,6 +613,14 @@ def _prepare_to_public(w, name):
     assert tgtest.errors_of(w.read_until("Z")) == []
 
 
+def _server_at_public_and_enforced(w, tag):
+    """The server's search_path is public, and the proxy knows it: an R2
+    write through the wire is refused."""
+    assert w.scalar("SHOW search_path") == "public"
+    errs = tgtest.errors_of(w.query(BAD.format(tag)))
+    assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+
+
 def _run(w, name):
     w.send(w.bind_msg(stmt=name) + w.execute_msg() + w.SYNC)
     return tgtest.errors_of(w.read_until("Z"))
@@ -632,9 +640,7 @@ def test_failed_reparse_keeps_the_statement_the_server_kept(eproxy, sdata):
             assert [e["C"] for e in tgtest.errors_of(w.read_until("Z"))] == \
                 ["42P05" if bad == "SELECT 1" else "42601"]
         assert _run(w, "s1") == []
-        assert w.scalar("SHOW search_path") == "public"
-        errs = tgtest.errors_of(w.query(BAD.format("reparse")))
-        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+        _server_at_public_and_enforced(w, "reparse")
     assert watched(sdata) == [] and decoy(sdata) == []
 
 
@@ -649,9 +655,7 @@ def test_close_and_parse_of_one_name_pipelined(eproxy, sdata):
         w.send(w.close_msg("S", "s1") + w.parse_msg("SET search_path = public", name="s1") + w.SYNC)
         assert tgtest.errors_of(w.read_until("Z")) == []
         assert _run(w, "s1") == []
-        assert w.scalar("SHOW search_path") == "public"
-        errs = tgtest.errors_of(w.query(BAD.format("close-parse")))
-        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+        _server_at_public_and_enforced(w, "close-parse")
     assert watched(sdata) == [] and decoy(sdata) == []
 
 
@@ -665,9 +669,7 @@ def test_portal_runs_the_statement_it_was_bound_to(eproxy, sdata):
                w.bind_msg(portal="p1", stmt="s1") + w.close_msg("S", "s1") + w.parse_msg("SELECT 1", name="s1") +
                w.execute_msg(portal="p1") + w.SYNC)
         assert tgtest.errors_of(w.read_until("Z")) == []
-        assert w.scalar("SHOW search_path") == "public"
-        errs = tgtest.errors_of(w.query(BAD.format("bound")))
-        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+        _server_at_public_and_enforced(w, "bound")
     assert watched(sdata) == [] and decoy(sdata) == []
 
 
@@ -699,9 +701,7 @@ def test_suspended_portal_has_run_its_effects(eproxy, sdata):
         w.send(w.parse_msg("SELECT set_config('search_path', 'public', false)") + w.bind_msg() +
                w.execute_msg(max_rows=1) + w.SYNC)
         assert tgtest.errors_of(w.read_until("Z")) == []
-        assert w.scalar("SHOW search_path") == "public"
-        errs = tgtest.errors_of(w.query(BAD.format("suspended")))
-        assert [(e["C"], e["M"]) for e in errs] == [("42501", R2.format(w=1, t=3, tw=2))]
+        _server_at_public_and_enforced(w, "suspended")
     assert watched(sdata) == [] and decoy(sdata) == []
 
 
