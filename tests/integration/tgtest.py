@@ -8,6 +8,7 @@ messages.
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -46,10 +47,38 @@ def wait_until(fn, timeout=10.0, interval=0.02, what="condition"):
                          (f" (last error: {last_exc!r})" if last_exc else ""))
 
 
+_ports_handed_out = set()
+
+
+def _unephemeral_range():
+    """Ports below the kernel's ephemeral range: no outgoing connection takes one meanwhile."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (low - 12000, low) if low - 12000 >= 1024 else None
+
+
 def free_port():
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this process has not handed out before.
+
+    Asking the kernel for port 0 can give the same port twice in a row once the first socket is
+    closed, so a config that takes a listen port and a console port from two calls could get one
+    port for both (a CI run failed so: "cannot listen ... (admin console): Address already in use").
+    """
+    rng = _unephemeral_range()
+    for _ in range(500):
+        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            try:
+                s.bind(("127.0.0.1", random.randrange(*rng) if rng else 0))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
+    raise RuntimeError("no free TCP port found in 500 tries")
 
 
 def port_open(port, host="127.0.0.1"):
