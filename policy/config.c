@@ -67,6 +67,8 @@ typedef struct table_section {
 static const char *const sslmode_names[] = {"disable", "prefer", "require", "verify-full", NULL};
 static const char *const tlsmode_names[] = {"disable", "allow", "require", NULL};
 static const char *const logfmt_names[] = {"text", "json", NULL};
+/* Index = tg_vaudit_level. A boolean (yes, true, 1 ...) is read as off/on. */
+static const char *const vaudit_names[] = {"off", "on", "all", NULL};
 static const char *const loglevel_names[] = {"error", "warning", "info", "debug", NULL};
 static const char *const mode_names[] = {"off", "observe", "enforce", NULL};
 
@@ -146,8 +148,9 @@ static const key_def keys[] = {
      "address of the Prometheus metrics endpoint"},
     {"tenantguard", "metrics_port", KT_INT, CF(metrics_port), "0", 0, 65535, NULL, false,
      "port of GET /metrics (Prometheus text format); 0 = off"},
-    {"tenantguard", "violation_audit", KT_BOOL, CF(violation_audit), "off", 0, 0, NULL, true,
-     "also write each rejection/refusal into the audit table (needs sidecar_dsn)"},
+    {"tenantguard", "violation_audit", KT_ENUM, CF(violation_audit), "off", 0, 0, vaudit_names, true,
+     "write violations into the audit table (needs sidecar_dsn): on = rejections and refusals, "
+     "all = also observe mode's would-be ones"},
     {"tenantguard", "violation_audit_queue", KT_INT, CF(violation_audit_queue), "10000", 1, 1000000, NULL, true,
      "violations waiting to be written at most; more are dropped and counted"},
     {"tenantguard", "mode", KT_STRING, PT(mode), "observe", 0, 0, NULL, true,
@@ -312,6 +315,9 @@ static bool apply_key(load_state *st, int k, const char *value)
         return true;
     case KT_ENUM: {
         int e = find_enum(kd->enum_names, value);
+        bool b;
+        if (e < 0 && kd->enum_names == vaudit_names && parse_bool(value, &b))
+            e = b ? TG_VAUDIT_ON : TG_VAUDIT_OFF;   /* it was a boolean before `all` */
         if (e < 0) {
             char list[160];
             enum_list(kd->enum_names, list, sizeof(list));
@@ -803,12 +809,14 @@ static bool validate(load_state *st)
     }
     if (c->violation_audit && !c->sidecar_dsn[0]) {
         set_error(st, line_of(st, "tenantguard", "violation_audit"),
-                  "violation_audit = on needs sidecar_dsn (the connection it writes with)");
+                  "violation_audit = %s needs sidecar_dsn (the connection it writes with)",
+                  vaudit_names[c->violation_audit]);
         return false;
     }
     if (c->violation_audit && !st->pt.audit_table[0]) {
         set_error(st, line_of(st, "tenantguard", "violation_audit"),
-                  "violation_audit = on needs an audit_table (the table it writes into)");
+                  "violation_audit = %s needs an audit_table (the table it writes into)",
+                  vaudit_names[c->violation_audit]);
         return false;
     }
     if (!c->server_host[0]) {

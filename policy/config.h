@@ -37,6 +37,12 @@ typedef enum {
 } tg_client_tls_mode;
 
 typedef enum {
+    TG_VAUDIT_OFF = 0,    /* nothing written */
+    TG_VAUDIT_ON,         /* rejections and refusals (status denied) */
+    TG_VAUDIT_ALL,        /* also observe mode's would-be ones (status observed) */
+} tg_vaudit_level;
+
+typedef enum {
     TG_TABLE_OWNED = 0,   /* tenant-owned: R1-R5 */
     TG_TABLE_AUDIT,       /* audit table: R6 */
 } tg_table_kind;
@@ -116,7 +122,7 @@ typedef struct tg_config {
     bool admin_allow_remote;      /* admin_addr may be other than loopback */
     char *metrics_addr;
     int metrics_port;             /* 0 = no metrics endpoint */
-    bool violation_audit;         /* write violations into the audit table */
+    int violation_audit;          /* tg_vaudit_level: which violations go into the audit table */
     int violation_audit_queue;    /* entries waiting at most; more are dropped and counted */
 
     /* [policy], [table ...] */

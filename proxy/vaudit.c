@@ -9,7 +9,6 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,8 @@ typedef struct vaudit_entry {
     struct vaudit_entry *next;
     time_t at;
     uint64_t session_id;
-    int64_t tenant;             /* from the server's message; 0 = not named */
+    char tenant[72];            /* as the server's message printed it; "" = not named */
+    const char *status;         /* "denied", or "observed" (observe mode, violation_audit = all) */
     char table[130], rule[16], sqlstate[6], fingerprint[17];
     char app[64], addr[64], port[8], user[64], db[64];
 } vaudit_entry;
@@ -64,7 +64,7 @@ struct tg_vaudit {
     /* the audit thread's, touched only while a batch is in flight */
     PGconn *conn;
     char *conn_dsn;             /* the sidecar_dsn conn was opened with */
-    int tenant_join;            /* -1 unknown; 1: tenant ids are integers, look them up */
+    int tenant_join;            /* -1 unknown, else the tenant_ids kind of the tenant id column */
 };
 
 static void kick(tg_vaudit *va);
@@ -95,23 +95,37 @@ tg_vaudit *vaudit_new(tg_runtime *rt, tg_mailbox *mb)
     return va;
 }
 
-/* The tenant a rejection names: "tenant 3 ..." or "... cannot change from 3
- * to 4 (R4)". Integers only (the id is looked up as one). */
-static int64_t tenant_of(const char *msg)
+/* The tenant a helper's rejection names, as the server printed it (see
+ * sql/tenantguard.sql): "tenant X does not exist (", "tenant X has no
+ * workspace (", "does not match tenant X (workspace ", "cannot change from X
+ * to Y (R4)" -- the tenant the row had. An id with a space is not taken: the
+ * words around it could not tell where it ends. "NULL" is R4's word for no
+ * tenant. The id is checked against its column's type where it is written. */
+static void tenant_of(const char *msg, char *out, size_t len)
 {
-    static const char *const marks[] = {"tenant ", "cannot change from "};
-    for (size_t k = 0; msg && k < sizeof(marks) / sizeof(marks[0]); k++) {
-        for (const char *p = strstr(msg, marks[k]); p; p = strstr(p + 1, marks[k])) {
-            const char *d = p + strlen(marks[k]);
-            if (!isdigit((unsigned char)*d))
+    static const struct {
+        const char *mark;
+        const char *ends[3];
+    } forms[] = {
+        {"tenant ", {" does not exist (", " has no workspace (", " (workspace "}},
+        {"cannot change from ", {" to ", NULL, NULL}},
+    };
+    out[0] = '\0';
+    for (size_t k = 0; msg && k < sizeof(forms) / sizeof(forms[0]); k++) {
+        for (const char *p = strstr(msg, forms[k].mark); p; p = strstr(p + 1, forms[k].mark)) {
+            const char *d = p + strlen(forms[k].mark);
+            size_t n = strcspn(d, " ");
+            if (n == 0 || n >= len || (n == 4 && memcmp(d, "NULL", 4) == 0))
                 continue;
-            char *end;
-            long long v = strtoll(d, &end, 10);
-            if (v > 0 && (*end == ' ' || *end == '\0' || *end == ')'))
-                return v;
+            for (int i = 0; i < 3 && forms[k].ends[i]; i++) {
+                if (strncmp(d + n, forms[k].ends[i], strlen(forms[k].ends[i])) == 0) {
+                    memcpy(out, d, n);
+                    out[n] = '\0';
+                    return;
+                }
+            }
         }
     }
-    return 0;
 }
 
 /* "addr:port" / "[v6]:port" / "unix" into address and port. */
@@ -136,7 +150,8 @@ void vaudit_violation(tg_session *s, const tg_violation *v, const char *server_m
 {
     tg_runtime *rt = s->rt;
     tg_vaudit *va = rt->vaudit;
-    if (!va || !rt->cfg->violation_audit || strcmp(v->mode, "observe") == 0)
+    bool observed = strcmp(v->mode, "observe") == 0;
+    if (!va || rt->cfg->violation_audit == TG_VAUDIT_OFF || (observed && rt->cfg->violation_audit != TG_VAUDIT_ALL))
         return;
     vaudit_entry *e = NULL;
     if (vaudit_pending(va) >= rt->cfg->violation_audit_queue || !(e = calloc(1, sizeof(*e)))) {
@@ -145,7 +160,8 @@ void vaudit_violation(tg_session *s, const tg_violation *v, const char *server_m
     }
     e->at = v->at;
     e->session_id = v->session_id;
-    e->tenant = tenant_of(server_msg);
+    tenant_of(server_msg, e->tenant, sizeof(e->tenant));
+    e->status = observed ? "observed" : "denied";
     memcpy(e->table, v->table, sizeof(e->table));
     memcpy(e->rule, v->rule, sizeof(e->rule));
     memcpy(e->sqlstate, v->sqlstate, sizeof(e->sqlstate));
@@ -295,27 +311,35 @@ static json_t *entry_json(const vaudit_entry *e)
                             "client_addr", e->addr, "client_port", e->port[0] ? e->port : NULL, "user", e->user,
                             "database", e->db, "session_id", (json_int_t)e->session_id, "occurred_at", at,
                             "source", "tenantguard");
-    json_t *o = json_pack("{s:o,s:s?}", "context", ctx, "table", e->table[0] ? e->table : NULL);
-    if (o && e->tenant > 0)
-        json_object_set_new(o, "tenant", json_integer((json_int_t)e->tenant));
-    return o;
+    if (ctx)
+        json_object_set_new(ctx, "mode", json_string(strcmp(e->status, "observed") == 0 ? "observe" : "enforce"));
+    return json_pack("{s:o,s:s?,s:s,s:s?}", "context", ctx, "table", e->table[0] ? e->table : NULL, "status",
+                     e->status, "tenant", e->tenant[0] ? e->tenant : NULL);
 }
 
-/* Are the tenant ids integers? Then a rejection's tenant is looked up. */
+/* How a rejection's tenant is looked up: by the type of the tenant id
+ * column. The id is text from the server's message; it is cast only once a
+ * pattern shows the cast cannot fail, so one odd id never costs the batch. */
+enum { TENANT_NO_LOOKUP = 0, TENANT_INTEGER, TENANT_UUID, TENANT_TEXT };
+
 static int probe_tenant_ids(PGconn *c, const tg_policy *p)
 {
     char tq[300];
     sidepq_qname(p->tenant_schema, p->tenant_table, tq, sizeof(tq));
     const char *params[] = {tq, p->tenant_id_col};
     PGresult *r = PQexecParams(c,
-                               "SELECT a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype, "
+                               "SELECT CASE WHEN a.atttypid IN ('pg_catalog.int2'::pg_catalog.regtype, "
                                "'pg_catalog.int4'::pg_catalog.regtype, 'pg_catalog.int8'::pg_catalog.regtype) "
+                               "THEN 1 WHEN a.atttypid = 'pg_catalog.uuid'::pg_catalog.regtype THEN 2 "
+                               "WHEN a.atttypid IN ('pg_catalog.text'::pg_catalog.regtype, "
+                               "'pg_catalog.varchar'::pg_catalog.regtype) THEN 3 ELSE 0 END "
                                "FROM pg_catalog.pg_attribute a WHERE a.attrelid = pg_catalog.to_regclass($1) "
                                "AND a.attname = $2 AND NOT a.attisdropped",
                                2, NULL, params, NULL, NULL, 0);
-    int yes = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    int kind = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0))
+                                                                         : TENANT_NO_LOOKUP;
     PQclear(r);
-    return yes;
+    return kind;
 }
 
 static bool ensure_conn(tg_vaudit *va, vaudit_batch *b)
@@ -355,17 +379,23 @@ static void batch_sql(const tg_vaudit *va, const tg_policy *p, const tg_table *a
     sidepq_qname(NULL, p->tenant_ws_col, tws, sizeof(tws));
     /* A tenant counts only when it exists and has a workspace: a row
      * naming a tenant must name its workspace too. */
-    char join[900] = "", cols[300] = "NULL, NULL";
-    if (va->tenant_join == 1) {
+    static const char *const id_of[] = {
+        [TENANT_INTEGER] = "CASE WHEN e.x->>'tenant' OPERATOR(pg_catalog.~) '^-?[0-9]{1,18}$' "
+                           "THEN (e.x->>'tenant')::pg_catalog.int8 END",
+        [TENANT_UUID] = "CASE WHEN e.x->>'tenant' OPERATOR(pg_catalog.~) "
+                        "'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' "
+                        "THEN (e.x->>'tenant')::pg_catalog.uuid END",
+        [TENANT_TEXT] = "(e.x->>'tenant')",
+    };
+    char join[1200] = "", cols[300] = "NULL, NULL";
+    if (va->tenant_join > TENANT_NO_LOOKUP && va->tenant_join <= TENANT_TEXT) {
         snprintf(cols, sizeof(cols), "t.%s, t.%s", tws, tid);
-        snprintf(join, sizeof(join),
-                 " LEFT JOIN %s t ON t.%s OPERATOR(pg_catalog.=) (e.x->>'tenant')::pg_catalog.int8"
-                 " AND t.%s IS NOT NULL",
-                 tenants, tid, tws);
+        snprintf(join, sizeof(join), " LEFT JOIN %s t ON t.%s OPERATOR(pg_catalog.=) %s AND t.%s IS NOT NULL",
+                 tenants, tid, id_of[va->tenant_join], tws);
     }
     snprintf(sql, len,
              "INSERT INTO %s (%s, %s, actor, action, status, resource_type, resource_id, context) "
-             "SELECT %s, 'tenantguard', 'workspace_isolation.violation', 'denied', 'table', e.x->>'table', "
+             "SELECT %s, 'tenantguard', 'workspace_isolation.violation', e.x->>'status', 'table', e.x->>'table', "
              "e.x->'context' FROM pg_catalog.jsonb_array_elements($1::pg_catalog.jsonb) WITH ORDINALITY "
              "AS e(x, n)%s ORDER BY e.n",
              audit, wcol, tcol, cols, join);

@@ -1,7 +1,8 @@
 /*
  * vaudit.h -- violation_audit: every rejection and refusal also becomes a
  * row of the policy's audit table (action workspace_isolation.violation,
- * status denied), written by a worker thread over its own connection
+ * status denied; observe mode's would-be ones too, status observed, with
+ * violation_audit = all), written by a worker thread over its own connection
  * (sidecar_dsn), in batches.
  *
  * The client never waits for it: vaudit_violation() only queues (bounded by
@@ -15,10 +16,10 @@
  * What a row holds: tenant and workspace ids when the rejection names an
  * existing tenant that has a workspace (else both NULL: the audit table's
  * invariant is tenant_id IS NULL OR workspace_id IS NOT NULL); context
- * {table, rule, sqlstate, fingerprint, application_name, client_addr,
+ * {table, rule, sqlstate, mode, fingerprint, application_name, client_addr,
  * client_port, user, database, session_id, occurred_at} -- never a value or
- * statement text. Would-be violations of observe mode are not written: they
- * were not denied.
+ * statement text. Would-be violations of observe mode are written only with
+ * violation_audit = all, as status observed: they were not denied.
  */
 #ifndef TG_VAUDIT_H
 #define TG_VAUDIT_H

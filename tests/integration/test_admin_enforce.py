@@ -189,6 +189,47 @@ def test_violation_audit_off_writes_nothing(proxy_factory, workdir, db):
     assert audit_rows(db) == []
 
 
+@pytest.mark.parametrize("level", ["on", "all"])
+def test_violation_audit_all_also_writes_observe_modes_would_be_violations(proxy_factory, workdir, db, level):
+    """Phase 1 runs in observe mode: with violation_audit = all, what enforce
+    would have refused lands in the audit table too, as status observed; with
+    on, only what was denied."""
+    cp = console_proxy(proxy_factory, workdir, {"mode": "enforce", "violation_audit": level,
+                                                "sidecar_dsn": db.dsn}, "[table findings]\nmode = observe\n")
+    with app_conn(cp, db) as app:
+        # observed: R3 (a workspace without a tenant) and an unparsable text; both run as sent
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            app.execute(f"INSERT INTO findings (workspace_id, title) VALUES (1, '{SECRET}')")
+        with pytest.raises(psycopg.errors.SyntaxError):
+            app.execute("INSERT INTO findings VALUES (")
+        # enforced: denied
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute(f"INSERT INTO policies (workspace_id, name) VALUES (1, '{SECRET}')")
+    with connect(cp) as c:
+        tgtest.wait_until(lambda: ok(c, "SHOW STATS").dicts()[-1]["audit_written"] == ("3" if level == "all" else "1"),
+                          15, what="the audit writes")
+    rows = audit_rows(db)
+    got = [(r["status"], r["context"]["mode"], r["context"]["rule"], r["context"]["sqlstate"], r["resource_id"])
+           for r in rows]
+    observed = [("observed", "observe", "R3", "42501", "public.findings"),
+                ("observed", "observe", "form", "0A000", "public.findings")]
+    denied = [("denied", "enforce", "R3", "42501", "public.policies")]
+    assert got == (observed + denied if level == "all" else denied)
+    assert all((r["tenant_id"], r["workspace_id"]) == (None, None) for r in rows)
+    assert SECRET not in json.dumps([r["context"] for r in rows])
+
+
+def test_violation_audit_reads_a_boolean_as_on_or_off(proxy_factory, workdir, db):
+    """It was a boolean before `all`: yes/true/1 still mean on."""
+    import subprocess
+    cp = console_proxy(proxy_factory, workdir, {"mode": "enforce", "violation_audit": "yes", "sidecar_dsn": db.dsn})
+    with connect(cp) as c:
+        assert {r[1]: r[2] for r in ok(c, "SHOW CONFIG").rows}["violation_audit"] == "on"
+    cp.write_config({"violation_audit": "sometimes"})
+    r = subprocess.run([tgtest.BINARY, "check-config", "-c", cp.config_path], capture_output=True, text=True)
+    assert r.returncode == 1 and 'violation_audit: "sometimes" is not one of: off, on, all' in r.stderr, r.stderr
+
+
 def test_violation_audit_needs_sidecar_dsn(proxy_factory, workdir):
     import subprocess
     p = console_proxy(proxy_factory, workdir, {"violation_audit": "on"}, start=False)
