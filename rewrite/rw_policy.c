@@ -20,8 +20,8 @@
  * with SET, RESET, DISCARD, DEALLOCATE, SAVEPOINT, ROLLBACK, RELEASE, ALTER
  * (ALTER SCHEMA ... RENAME) or CALL (a procedure may SET search_path for the
  * session) -- checked at the text start and after every ';' -- or call
- * set_config() or EXECUTE (also inside EXPLAIN / CREATE TABLE AS), searched
- * anywhere.
+ * set_config(), EXECUTE (also inside EXPLAIN / CREATE TABLE AS) or write
+ * pg_settings (its UPDATE rule calls set_config()), searched anywhere.
  *
  * Speed. Each needle is found through one "anchor" byte, its rarest letter
  * in typical SQL (`policies` through 'p', `backup_sets` through 'k', ...).
@@ -174,7 +174,7 @@ static uint8_t pick_anchor(const uint8_t *folded, size_t len, const uint8_t *cho
 
 static bool build_prefilter(rw_policy *p, rw_arena *a)
 {
-    static const char *const anywhere[] = {"set_config", "execute"};
+    static const char *const anywhere[] = {"set_config", "execute", "pg_settings"};
     int n_src = p->n_tables + 1 + (int)(sizeof(anywhere) / sizeof(anywhere[0]));
     pf_src *src = rw_alloc(a, sizeof(*src) * (size_t)n_src);
     rw_pf_needle *tmp = rw_alloc(a, sizeof(*tmp) * (size_t)n_src);

@@ -203,6 +203,22 @@ static void set_config_call(rw_ctx *c, FuncCall *f, walk_state *ws)
     rw_effect_add(c, local ? RW_FX_SET_LOCAL_PATH : RW_FX_SET_PATH, value, false, false);
 }
 
+/* UPDATE pg_settings SET setting = ... WHERE name = ... is set_config() by
+ * another name (the view's rule calls it, is_local false): whatever it sets,
+ * the path and the lexing settings may have changed. A relation of that name
+ * in another schema could shadow the view only with pg_catalog listed late
+ * in the path; it is taken as the view all the same, which errs on the safe
+ * side. */
+static void settings_update(rw_ctx *c, UpdateStmt *u)
+{
+    RangeVar *rv = u->relation;
+    if (!rv || !rv->relname || strcmp(rv->relname, "pg_settings") != 0 ||
+        (rv->schemaname && strcmp(rv->schemaname, "pg_catalog") != 0) || rv->catalogname)
+        return;
+    rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+    rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
+}
+
 /* ------------------------------------------------------------- the walk */
 
 static void temp_created(rw_ctx *c, RangeVar *rv, OnCommitAction oncommit)
@@ -223,6 +239,7 @@ static rw_walk_result query_visit(rw_ctx *c, Node *n, void *arg)
         rw_dml_insert(c, (InsertStmt *)n);
         break;
     case T_UpdateStmt:
+        settings_update(c, (UpdateStmt *)n);
         rw_dml_update(c, (UpdateStmt *)n);
         break;
     case T_DeleteStmt:

@@ -383,6 +383,16 @@ def test_do_makes_the_path_unknown(conn, sdata):
     assert watched(sdata) == [(3, 2, "after-do")]
 
 
+def test_pg_settings_update_makes_the_path_unknown(conn, sdata):
+    """UPDATE pg_settings is set_config() by another name (the view's rule)."""
+    _other_then(conn)
+    ok(simple(conn, "UPDATE pg_settings SET setting = 'public' WHERE name = 'search_path'"))
+    assert conn.execute("SHOW search_path").fetchone()[0] == "public"
+    rejected(simple(conn, BAD.format("after-settings")), "42501", R2.format(w=1, t=3, tw=2))
+    ok(simple(conn, BARE.format("after-settings")))
+    assert watched(sdata) == [(3, 2, "after-settings")]
+
+
 def test_client_only_encoding_refuses_watched_statements(conn, sdata):
     ok(simple(conn, "SET client_encoding = 'SJIS'"))
     out = simple(conn, BARE.format("sjis"))

@@ -368,6 +368,14 @@ case("FX set names", "SET NAMES 'SJIS'", P, effects="lexing")
 case("FX set_config client_encoding", "SELECT set_config('client_encoding', 'UTF8', false)", P, effects="lexing")
 case("FX set_config role", "SELECT set_config('role', 'x', false)", P, effects="path_unknown")
 case("FX set_config user schema", "SELECT myschema.set_config('search_path', 'x', false)", P, effects="")
+case("FX pg_settings update", "UPDATE pg_settings SET setting = 'a' WHERE name = 'search_path'", P,
+     effects="path_unknown lexing")
+case("FX pg_settings qualified in a CTE",
+     "WITH x AS (UPDATE pg_catalog.pg_settings SET setting = 'a' WHERE name = 'search_path' RETURNING 1) "
+     "SELECT 1", P, effects="path_unknown lexing")
+case("FX pg_settings of another schema", "UPDATE myschema.pg_settings SET setting = 'a'", P, effects="")
+case("pf pg_settings anywhere", "SELECT 1; update PG_SETTINGS set setting = 'a' where name = 'search_path'", P,
+     effects="path_unknown[1] lexing[1]")
 case("FX discard", "DISCARD ALL; DISCARD TEMP; DISCARD PLANS", P, effects="discard_all lexing discard_temp[1]")
 case("FX create temp", "CREATE TEMP TABLE policies (id int)", P, effects="create_temp=policies")
 case("FX create temp on commit drop", "CREATE TEMP TABLE policies (id int) ON COMMIT DROP", P, effects="create_temp=policies+l")

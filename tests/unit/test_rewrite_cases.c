@@ -2262,6 +2262,38 @@ const rw_case rw_cases[] = {
         .flags = 0,
     },
     {
+        .name = "FX pg_settings update",
+        .sql = "UPDATE pg_settings SET setting = 'a' WHERE name = 'search_path'",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown lexing",
+        .flags = 0,
+    },
+    {
+        .name = "FX pg_settings qualified in a CTE",
+        .sql = "WITH x AS (UPDATE pg_catalog.pg_settings SET setting = 'a' WHERE name = 'search_path' RETURNING 1) SELECT 1",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown lexing",
+        .flags = 0,
+    },
+    {
+        .name = "FX pg_settings of another schema",
+        .sql = "UPDATE myschema.pg_settings SET setting = 'a'",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "",
+        .flags = 0,
+    },
+    {
+        .name = "pf pg_settings anywhere",
+        .sql = "SELECT 1; update PG_SETTINGS set setting = 'a' where name = 'search_path'",
+        .action = RW_PASS,
+        .events = "",
+        .effects = "path_unknown[1] lexing[1]",
+        .flags = 0,
+    },
+    {
         .name = "FX discard",
         .sql = "DISCARD ALL; DISCARD TEMP; DISCARD PLANS",
         .action = RW_PASS,
@@ -2678,4 +2710,4 @@ const rw_case rw_cases[] = {
     },
 };
 
-const int rw_n_cases = 296;
+const int rw_n_cases = 300;
