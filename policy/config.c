@@ -165,13 +165,13 @@ static const key_def keys[] = {
     {"policy", "workspace_column", KT_STRING, PT(workspace_column), "workspace_id", 0, 0, NULL, true,
      "workspace column of the tenant-owned tables"},
     {"policy", "tenant_table", KT_STRING, PT(tenant_table), "public.tenants", 0, 0, NULL, true,
-     "the tenants table, schema-qualified"},
+     "the tenants table: [schema.]name (schema: [policy] schema)"},
     {"policy", "tenant_id_column", KT_STRING, PT(tenant_id_column), "id", 0, 0, NULL, true,
      "key column of the tenants table"},
     {"policy", "tenant_workspace_column", KT_STRING, PT(tenant_workspace_column), "workspace_id", 0, 0, NULL, true,
      "workspace column of the tenants table"},
     {"policy", "audit_table", KT_STRING, PT(audit_table), "public.audit_logs", 0, 0, NULL, true,
-     "audit table (R6), schema-qualified; empty = none"},
+     "audit table (R6): [schema.]name (schema: [policy] schema); empty = none"},
     {"policy", "audit_tenant_column", KT_STRING, PT(audit_tenant_column), "tenant_id", 0, 0, NULL, true,
      "tenant column of the audit table"},
     {"policy", "audit_workspace_column", KT_STRING, PT(audit_workspace_column), "workspace_id", 0, 0, NULL, true,
@@ -643,9 +643,9 @@ static bool build_policy(load_state *st)
                   "workspace_column must differ from tenant_column");
         return false;
     }
-    if (!split_qualified(pt->tenant_table, NULL, &schema, &name)) {
+    if (!split_qualified(pt->tenant_table, pt->schema, &schema, &name)) {
         set_error(st, line_of(st, "policy", "tenant_table"),
-                  "tenant_table: \"%s\" must be schema.table", pt->tenant_table);
+                  "tenant_table: \"%s\" is not [schema.]table", pt->tenant_table);
         return false;
     }
     p->tenant_schema = schema;
@@ -688,9 +688,9 @@ static bool build_policy(load_state *st)
         return false;
 
     if (pt->audit_table[0]) {
-        if (!split_qualified(pt->audit_table, NULL, &schema, &name)) {
+        if (!split_qualified(pt->audit_table, pt->schema, &schema, &name)) {
             set_error(st, line_of(st, "policy", "audit_table"),
-                      "audit_table: \"%s\" must be schema.table (or empty for none)", pt->audit_table);
+                      "audit_table: \"%s\" is not [schema.]table (or empty for none)", pt->audit_table);
             return false;
         }
         ok = add_table(st, p, schema, name, pt->audit_tenant_column, pt->audit_workspace_column,

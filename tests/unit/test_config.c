@@ -86,6 +86,17 @@ static void probe_four_tables(const tg_config *c)
     assert_non_null(tg_policy_find(&c->policy, "public", "dd"));
 }
 
+/* tenant_table and audit_table given without a schema take [policy] schema. */
+static void probe_unqualified_tables(const tg_config *c)
+{
+    assert_string_equal(c->policy.tenant_schema, "app");
+    assert_string_equal(c->policy.tenant_table, "tenants");
+    const tg_table *t = tg_policy_find(&c->policy, "app", "audit_logs");
+    assert_non_null(t);
+    assert_int_equal(t->kind, TG_TABLE_AUDIT);
+    assert_non_null(tg_policy_find(&c->policy, "app", "notes"));
+}
+
 static const case_t cases[] = {
     {"empty file gives defaults", "", -1, NULL, probe_defaults},
     {"comments and blank lines", "; comment\n\n[tenantguard]\n# also\n", -1, NULL, probe_defaults},
@@ -94,6 +105,9 @@ static const case_t cases[] = {
      "[tenantguard]\nlisten_port = 7000\nmax_packet_size = 512kB\nclient_idle_timeout = 5min\n"
      "log_format = json\nlog_level = DEBUG\nso_reuseport = yes\nunix_socket_dir = /tmp\n",
      -1, NULL, probe_values},
+    {"unqualified tenant and audit tables take the policy schema",
+     "[policy]\nschema = app\ntables = notes\ntenant_table = tenants\naudit_table = audit_logs\n",
+     -1, NULL, probe_unqualified_tables},
     {"custom tables and per-table mode",
      "[tenantguard]\nmode = off\n[policy]\ntables = app.things, docs\naudit_table =\n"
      "[table app.things]\nmode = enforce\ntenant_column = owner_tenant\n",
@@ -122,7 +136,7 @@ static const case_t cases[] = {
     {"dollar in a column", "[policy]\ntenant_column = t$x\n", 2, "not a plain SQL identifier", NULL},
     {"bad key in table section", "[table policies]\ncolour = red\n", 2, "unknown key \"colour\"", NULL},
     {"same tenant and workspace column", "[policy]\nworkspace_column = tenant_id\n", 2, "must differ", NULL},
-    {"tenant_table needs a schema", "[policy]\ntenant_table = tenants\n", 2, "must be schema.table", NULL},
+    {"tenant_table is [schema.]table", "[policy]\ntenant_table = a.b.c\n", 2, "is not [schema.]table", NULL},
     {"long list on continuation lines",
      "[policy]\ntables = aa, bb,\n  cc, dd\n", -1, NULL, probe_four_tables},
     {"line too long",
