@@ -80,6 +80,9 @@ typedef struct tg_bf_options {
     int retries;              /* retries of a statement on 55P03/40P01/40001 (default 10) */
     bool dry_run;             /* plan only: print the counts, write nothing */
     const char *actor;        /* audit_logs.actor; NULL = "tenantguard" */
+    const char *program;      /* names this process in context.runner.program:
+                               * "tenantguard backfill" (NULL), "tenantguard
+                               * console backfill (ops)" */
     const char *runs_table;   /* NULL = operation_runs in the tenants table's schema */
 } tg_bf_options;
 
@@ -257,11 +260,30 @@ tg_bf_status tg_validate_run(const char *conninfo, const tg_policy *p, tg_valida
 /*
  * The latest backfill runs as a JSON text: {"lock": {...} | null, "runs": [...]}.
  * limit > 0: the `limit` most recent runs; 0: the active runs and the runs of
- * the latest invocation. Per run, besides its columns: `interrupted` (active,
- * and nobody holds the lock) and `paused` (active, its context says paused
- * and a process holds the lock: held between two batches), with `paused_at`
- * and `paused_by` (null unless paused). Returns a malloc'd string, or NULL
- * with msg set.
+ * the latest invocation.
+ *
+ * A call that drives runs records itself in their context.runner when it
+ * starts or takes them over: {program, pid, host, since, backend_pid,
+ * backend_start} -- its own OS pid and host name, and the PostgreSQL
+ * session through which it holds the lock.
+ *
+ * `lock`: the session holding the advisory lock: `backend_pid` (a server
+ * backend's pid, not the holding process's; also as `pid`, its name before
+ * there was a runner), `client`, `application`, `since` (when that session
+ * connected), and `runner`: the context.runner of the active runs whose
+ * recorded session is this one (same backend pid, and same backend_start
+ * when this role can see it, since backend pids are reused), or null: no
+ * run records the holder (a migrate, an older tenantguard, or a call still
+ * planning).
+ *
+ * Per run, besides its columns: `runner` (as recorded, or null: the process
+ * that last drove it); `interrupted` (active, and not driven now: nobody
+ * holds the lock, or the holder's runner is known and is not this run's)
+ * and `paused` (active, not interrupted, its context says paused and a
+ * process holds the lock: held between two batches), with `paused_at` and
+ * `paused_by` (null unless paused). A run is driven by the holder's process
+ * exactly when its `runner` equals `lock.runner`. Returns a malloc'd
+ * string, or NULL with msg set.
  */
 char *tg_status_json(const char *conninfo, const tg_policy *p, int limit, char *msg, size_t msglen);
 

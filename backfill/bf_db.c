@@ -379,7 +379,8 @@ bool bf_lock_holder(PGconn *c, bf_holder *h, bf_err *err)
     const char *params[] = {hi, lo};
     PGresult *r = bf_exec(c,
         "SELECT l.pid, host(a.client_addr), a.client_port, a.application_name, "
-        "       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC' "
+        "       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', "
+        "       " BF_SQL_UTC_US("a.backend_start") " "
         "FROM pg_catalog.pg_locks l "
         "LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
@@ -399,6 +400,7 @@ bool bf_lock_holder(PGconn *c, bf_holder *h, bf_err *err)
             snprintf(h->client, sizeof(h->client), "local socket");
         snprintf(h->application, sizeof(h->application), "%s", PQgetvalue(r, 0, 3));
         snprintf(h->since, sizeof(h->since), "%s", PQgetvalue(r, 0, 4));
+        snprintf(h->backend_start, sizeof(h->backend_start), "%s", PQgetvalue(r, 0, 5));
     }
     PQclear(r);
     return true;
@@ -427,7 +429,8 @@ void bf_holder_describe(const bf_holder *h, char *buf, size_t len)
         snprintf(buf, len, "holder not visible to this role");
         return;
     }
-    size_t n = (size_t)snprintf(buf, len, "pid %d", h->pid);
+    /* "backend": the pid is the server's, not the holding process's. */
+    size_t n = (size_t)snprintf(buf, len, "backend pid %d", h->pid);
     if (h->client[0] && n < len)
         n += (size_t)snprintf(buf + n, len - n, ", client %s", h->client);
     if (h->application[0] && n < len)

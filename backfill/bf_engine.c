@@ -2,9 +2,10 @@
  * bf_engine.c -- tg_backfill_run(): lock, plan, runs, keyset batches.
  *
  * Two connections: `lock` holds the session advisory lock for the whole
- * call and does nothing else (it is pinged before each batch, so a lost
- * lock stops the work); `work` runs everything else, each statement its
- * own short transaction.
+ * call and does nothing else (it reads how others see it once, for the
+ * runs' context.runner, and is pinged before each batch, so a lost lock
+ * stops the work); `work` runs everything else, each statement its own
+ * short transaction.
  *
  * Per table, one pass in id order over the rows missing their workspace,
  * across all workspaces at once (one scan of the table, not one per
@@ -38,6 +39,7 @@ typedef struct bf_ctx {
     tg_bf_result *res;
     PGconn *lock;
     PGconn *work;
+    bf_holder self;           /* the lock session as readers see it (context.runner) */
     bf_plan plan;
     bf_runs runs;
     bf_retry rt;
@@ -436,6 +438,11 @@ static tg_bf_status connect_all(bf_ctx *cx)
         bf_lock_refusal(&h, text, sizeof(text));
         return finish(cx, TG_BF_REFUSED, "lock_held", "%s", text);
     }
+    /* We hold the lock, so its holder is this session: read as `tenantguard
+     * status` reads it (not PQbackendPID, which a pooler fakes), so the
+     * runner recorded in the runs matches it. Unreadable: the runs are
+     * recorded without it and shown with the backend pid only. */
+    bf_lock_holder(cx->lock, &cx->self, &err);     /* on failure self.known is false */
     return TG_BF_OK;
 }
 
@@ -484,7 +491,7 @@ tg_bf_status tg_backfill_run(const tg_bf_options *o, tg_bf_control *ctl, tg_bf_e
                         err.message);
         if (st == TG_BF_OK) {
             announce_runs(&cx);
-            if (!bf_runs_start(cx.work, &cx.rt, o, &cx.plan, &cx.runs, &err))
+            if (!bf_runs_start(cx.work, &cx.rt, o, &cx.plan, &cx.self, &cx.runs, &err))
                 st = finish(&cx, TG_BF_ERROR, "runs", "cannot start the operation runs: %s",
                             err.message);
         }

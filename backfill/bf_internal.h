@@ -80,20 +80,30 @@ int bf_parse_int8_array(const char *s, int64_t *out, int max);
 
 /* ---------------------------------------------------------------- the lock */
 
+/* A timestamptz as UTC text to the microsecond, whatever the session's
+ * TimeZone: the same instant reads the same from any client, so two
+ * processes can compare it as text (a lock session's backend_start). */
+#define BF_SQL_UTC_US(x) \
+    "pg_catalog.to_char((" x ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+/* The session holding the lock. pid is a PostgreSQL backend's, on the
+ * database server: never the process of the backfill behind it. */
 typedef struct bf_holder {
     bool known;
-    int pid;
+    int pid;                  /* backend pid */
     char client[128];         /* "10.0.0.5:53412", "local socket", or "" */
     char application[64];
-    char since[40];
+    char since[40];           /* backend_start, to the second, for people */
+    char backend_start[40];   /* BF_SQL_UTC_US(backend_start); "" when not visible */
 } bf_holder;
 
 /* 1: we hold it now; 0: someone else does (*h describes them); -1: error. */
 int bf_lock_try(PGconn *c, bf_holder *h, bf_err *err);
-/* Who holds it (h->known false when nobody or not visible). */
+/* Who holds it (h->known false when nobody or not visible). On the session
+ * that holds it, that session itself: what every reader will see. */
 bool bf_lock_holder(PGconn *c, bf_holder *h, bf_err *err);
 void bf_holder_describe(const bf_holder *h, char *buf, size_t len);
-/* The refusal text: "another backfill is running (pid 4711, client ...)". */
+/* The refusal text: "another backfill is running (backend pid 4711, client ...)". */
 void bf_lock_refusal(const bf_holder *h, char *buf, size_t len);
 
 /* ---------------------------------------------------------------- bf_plan.c */
@@ -179,9 +189,13 @@ char *bf_runs_tables_json(const bf_plan *p);
 bool bf_runs_ensure(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
                     bf_runs *runs, bf_err *err);
 /* queued -> running, with exactly one "started" audit entry per run, in one
- * statement (a run already running gets none). */
+ * statement (a run already running gets none). Every run, started now or
+ * reused running, gets context.runner: this process (OS pid, host name,
+ * o->program) and `self`, the session holding the lock (bf_lock_holder on
+ * it; NULL when unknown), stamped `since` now. Batches and pauses keep it;
+ * it stays after the run ends, naming who drove it last. */
 bool bf_runs_start(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
-                   bf_runs *runs, bf_err *err);
+                   const bf_holder *self, bf_runs *runs, bf_err *err);
 /* -> completed with an outcome and exactly one completed/failed audit
  * entry per run, in one statement. failure NULL: the work is done. */
 typedef struct bf_failure {

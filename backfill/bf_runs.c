@@ -9,8 +9,11 @@
  * Every transition is ONE statement, so it is atomic with its audit entry:
  *
  *   ensure   create as queued, or reuse the active run       (no audit)
- *   start    queued -> running, started_at, "started" entry  (exactly once)
- *   batch    rows bound + table_progress + summary_counts    (bf_batch_sql)
+ *   start    queued -> running, started_at, "started" entry  (exactly once);
+ *            every run of the call, queued or reused running,
+ *            gets context.runner: this process           (bf_runs_start)
+ *   batch    rows bound + table_progress + summary_counts    (bf_batch_sql;
+ *            jsonb_set on its own paths: other keys stay)
  *   finish   running -> completed, outcome, completed_at,
  *            "completed" or "failed" entry                   (exactly once)
  *   pause /  context.paused + paused_at/_by (resumed_at/_by),
@@ -32,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -256,16 +260,58 @@ static char *id_array(const bf_runs *runs, bool only_running)
     return s;
 }
 
-bool bf_runs_start(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
-                   bf_runs *runs, bf_err *err)
+/* A string, or null when it is not UTF-8 (json_string refuses those). */
+static json_t *json_text(const char *s)
 {
-    char sql[3072];
+    json_t *v = s ? json_string(s) : NULL;
+    return v ? v : json_null();
+}
+
+/*
+ * context.runner without `since` (the statement adds it from the server's
+ * clock, like every other timestamp of the run): this process, which an
+ * operator can signal, and the session through which it holds the lock,
+ * which a reader matches to the lock's holder (bf_lock_holder on that
+ * session reads what every reader reads). self NULL or unknown: no
+ * session, so no reader ever takes this runner for the holder.
+ */
+static char *runner_json(const tg_bf_options *o, const bf_holder *self)
+{
+    char host[256];
+    bool named = gethostname(host, sizeof(host)) == 0;
+    host[sizeof(host) - 1] = '\0';       /* POSIX: truncated names may lack it */
+    bool known = self && self->known;
+    json_t *r = json_object();
+    json_object_set_new(r, "program", json_text(o->program ? o->program : "tenantguard backfill"));
+    json_object_set_new(r, "pid", json_integer((json_int_t)getpid()));
+    json_object_set_new(r, "host", json_text(named && host[0] ? host : NULL));
+    json_object_set_new(r, "backend_pid", known ? json_integer(self->pid) : json_null());
+    json_object_set_new(r, "backend_start",
+                        json_text(known && self->backend_start[0] ? self->backend_start : NULL));
+    char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    return s;
+}
+
+bool bf_runs_start(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const bf_plan *p,
+                   const bf_holder *self, bf_runs *runs, bf_err *err)
+{
+    char sql[4096];
+    /* `q` locks the runs and keeps the status each had before: only those
+     * that were queued get a started entry, while every one of them gets
+     * the runner, so a run taken over names its new process. */
     snprintf(sql, sizeof(sql),
-        "WITH s AS ("
-        "  UPDATE %s SET status = 'running', started_at = coalesce(started_at, now()),"
-        "                updated_at = now()"
-        "  WHERE id = ANY($1::bigint[]) AND status = 'queued'"
-        "  RETURNING id, workspace_id, context, summary_counts) "
+        "WITH q AS ("
+        "  SELECT id, status FROM %s"
+        "  WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'running') FOR UPDATE), "
+        "s AS ("
+        "  UPDATE %s r SET status = 'running', started_at = coalesce(r.started_at, now()),"
+        "    context = r.context || pg_catalog.jsonb_build_object('runner', $3::jsonb"
+        "        || pg_catalog.jsonb_build_object('since', pg_catalog.to_char(now() AT TIME ZONE 'UTC',"
+        "                                         'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))),"
+        "    updated_at = now()"
+        "  FROM q WHERE r.id = q.id"
+        "  RETURNING r.id, r.workspace_id, r.context, r.summary_counts, q.status AS was) "
         "INSERT INTO %s (%s, %s, actor, action, status, resource_type, resource_id, context) "
         "SELECT s.workspace_id, NULL, $2, '" TG_BF_ACTION_STARTED "', 'success', 'operation_run',"
         "       s.id::text, pg_catalog.jsonb_build_object("
@@ -273,12 +319,16 @@ bool bf_runs_start(PGconn *c, const bf_retry *rt, const tg_bf_options *o, const 
         "         'planned_rows', (s.summary_counts->>'total')::bigint,"
         "         'batch_size', s.context->'batch_size', 'max_rows', s.context->'max_rows',"
         "         'resume_from', s.context->'resume_from')"
-        "  FROM s RETURNING resource_id",
-        p->nm.runs, p->nm.audit, p->nm.audit_wcol, p->nm.audit_tcol);
+        "  FROM s WHERE s.was = 'queued' RETURNING resource_id",
+        p->nm.runs, p->nm.runs, p->nm.audit, p->nm.audit_wcol, p->nm.audit_tcol);
     char *ids = id_array(runs, false);
-    const char *params[] = {ids, o->actor ? o->actor : "tenantguard"};
-    PGresult *r = ids ? bf_exec_retry(c, rt, sql, 2, params, err) : NULL;
+    char *runner = runner_json(o, self);
+    const char *params[] = {ids, o->actor ? o->actor : "tenantguard", runner};
+    PGresult *r = ids && runner ? bf_exec_retry(c, rt, sql, 3, params, err) : NULL;
+    if (!r && (!ids || !runner))
+        snprintf(err->message, sizeof(err->message), "out of memory");
     free(ids);
+    free(runner);
     if (!r)
         return false;
     PQclear(r);

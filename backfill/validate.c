@@ -108,14 +108,61 @@ tg_bf_status tg_validate_run(const char *conninfo, const tg_policy *p, tg_valida
 
 /* ---------------------------------------------------------------- status */
 
-static json_t *lock_json(PGconn *c)
+/* The runner the holder's runs recorded (bf_runs_start), or null. A
+ * backend pid alone is reused once its session ends, so a runner left by a
+ * dead call could name a later session; (pid, backend_start) is unique.
+ * Only a role that cannot see the holder's backend_start matches on the pid
+ * alone. jsonb comparisons, so a malformed context matches nothing and
+ * never fails the statement. */
+static json_t *holder_runner(PGconn *c, const bf_names *nm, const bf_holder *h)
+{
+    char sql[1024], pid[16];
+    snprintf(sql, sizeof(sql),
+             "SELECT r.context->'runner' FROM %s r"
+             " WHERE r.type = $1 AND r.status IN ('queued', 'running')"
+             "   AND r.context #> '{runner,backend_pid}' = pg_catalog.to_jsonb($2::int)"
+             "   AND ($3::text = '' OR r.context #>> '{runner,backend_start}' = $3::text)"
+             " ORDER BY r.id DESC LIMIT 1", nm->runs);
+    snprintf(pid, sizeof(pid), "%d", h->pid);
+    const char *params[] = {TG_BF_RUN_TYPE, pid, h->backend_start};
+    bf_err err;
+    PGresult *r = bf_exec(c, sql, 3, params, &err);
+    json_t *runner = r && PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+    PQclear(r);
+    return runner ? runner : json_null();
+}
+
+static json_t *lock_json(PGconn *c, const bf_names *nm)
 {
     bf_holder h;
     bf_err err;
     if (!bf_lock_holder(c, &h, &err) || !h.known)
         return json_null();
-    return json_pack("{s:i,s:s,s:s,s:s}", "pid", h.pid, "client", h.client, "application",
-                     h.application, "since", h.since);
+    /* `pid` is the name the backend pid had before there was a runner:
+     * kept for the scripts that read it. */
+    return json_pack("{s:i,s:i,s:s,s:s,s:s,s:o}", "backend_pid", h.pid, "pid", h.pid, "client",
+                     h.client, "application", h.application, "since", h.since, "runner",
+                     holder_runner(c, nm, &h));
+}
+
+/* Per run: what tg_status_json() derives (see backfill.h). Once the
+ * holder's runner is known, a run with another runner (or none) is not one
+ * of the holder's: bf_runs_start writes the runner of all of a call's runs
+ * in one statement. */
+static void derive_state(json_t *run, json_t *lock)
+{
+    const char *s = json_string_value(json_object_get(run, "status"));
+    bool active = s && (strcmp(s, "queued") == 0 || strcmp(s, "running") == 0);
+    json_t *theirs = json_object_get(lock, "runner");
+    bool elsewhere = json_is_object(theirs) && !json_equal(theirs, json_object_get(run, "runner"));
+    bool interrupted = active && (json_is_null(lock) || elsewhere);
+    bool paused = active && !interrupted && json_is_true(json_object_get(run, "paused"));
+    json_object_set_new(run, "interrupted", json_boolean(interrupted));
+    json_object_set_new(run, "paused", json_boolean(paused));
+    if (!paused) {
+        json_object_set_new(run, "paused_at", json_null());
+        json_object_set_new(run, "paused_by", json_null());
+    }
 }
 
 static const char status_sql[] =
@@ -126,6 +173,7 @@ static const char status_sql[] =
     "        r.summary_counts, r.failure_summary, r.run_identity_hash,"
     "        coalesce(r.context->'paused' = 'true'::jsonb, false) AS paused,"
     "        r.context->>'paused_at' AS paused_at, r.context->>'paused_by' AS paused_by,"
+    "        r.context->'runner' AS runner,"
     "        to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at,"
     "        to_char(r.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS started_at,"
     "        to_char(r.completed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS completed_at,"
@@ -160,25 +208,16 @@ char *tg_status_json(const char *conninfo, const tg_policy *p, int limit, char *
     if (!r) {
         snprintf(msg, msglen, "cannot read %s: %s", nm.runs, err.message);
     } else {
-        json_t *lock = lock_json(c);
+        json_t *lock = lock_json(c, &nm);
         json_t *runs = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
         size_t i;
         json_t *run;
-        /* A run still active while nobody holds the lock was interrupted:
-         * the next backfill with the same selection resumes it. One whose
-         * context says paused is paused only while the lock is held (a call
+        /* A run still active but not driven was interrupted: the next
+         * backfill with the same selection resumes it. One whose context
+         * says paused is paused only while its call holds the lock (a call
          * killed while paused leaves the flag; the next call clears it). */
-        json_array_foreach(runs, i, run) {
-            const char *s = json_string_value(json_object_get(run, "status"));
-            bool active = s && (strcmp(s, "queued") == 0 || strcmp(s, "running") == 0);
-            bool paused = active && !json_is_null(lock) && json_is_true(json_object_get(run, "paused"));
-            json_object_set_new(run, "interrupted", json_boolean(active && json_is_null(lock)));
-            json_object_set_new(run, "paused", json_boolean(paused));
-            if (!paused) {
-                json_object_set_new(run, "paused_at", json_null());
-                json_object_set_new(run, "paused_by", json_null());
-            }
-        }
+        json_array_foreach(runs, i, run)
+            derive_state(run, lock);
         json_t *doc = json_pack("{s:o,s:o}", "lock", lock, "runs", runs ? runs : json_array());
         out = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
         json_decref(doc);

@@ -142,11 +142,13 @@ static abf_job *abf_job_new(tg_runtime *rt, tg_session *s, bool dry_run, char *e
     j->dry_run = dry_run;
     snprintf(j->user, sizeof(j->user), "%s", s->admin->user);
     snprintf(j->actor, sizeof(j->actor), "console:%s", s->admin->user);
+    snprintf(j->program, sizeof(j->program), "%s", app);
     tg_bf_options_init(&j->o);
     j->o.conninfo = j->conninfo;
     j->o.policy = &j->cfg->policy;
     j->o.dry_run = dry_run;
     j->o.actor = j->actor;
+    j->o.program = j->program;
     return j;
 }
 

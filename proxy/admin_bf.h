@@ -45,6 +45,7 @@ typedef struct abf_job {
     tg_bf_options o;
     tg_bf_control ctl;          /* PAUSE / RESUME / CANCEL / STOP from the loop */
     char table[132], actor[160], user[64];
+    char program[120];          /* o.program: the runs' context.runner names this daemon so */
     bool dry_run;
     tg_bf_result res;           /* filled by the call; read in done() */
     pthread_mutex_t mu;

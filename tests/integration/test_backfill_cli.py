@@ -3,12 +3,13 @@
 signals leave in operation_runs and audit_logs."""
 import itertools
 import signal
+import socket
 
 import pytest
 
 import tgtest
-from test_backfill_common import (ACTION, PAUSE_ACTOR, fresh_db, json_lines, pause_entries, recorded,
-                                  start_slow_backfill, stop, tg)
+from test_backfill_common import (ACTION, PAUSE_ACTOR, fresh_db, json_lines, lock_backend, pause_entries,
+                                  recorded, start_slow_backfill, stop, tg, tg_popen)
 
 _n = itertools.count()
 
@@ -126,6 +127,9 @@ def test_status_shows_runs_progress_and_limit(pg):
     assert run["status"] == "completed" and run["outcome"] == "succeeded"
     assert run["table_progress"]["policies"]["processed"] == run["summary_counts"]["total"]
     assert run["interrupted"] is False and run["duration_seconds"] >= 0
+    # who ran it, kept after the end; no lock, so nobody runs it now
+    assert run["runner"]["program"] == "tenantguard backfill" and run["runner"]["host"] == socket.gethostname()
+    assert isinstance(run["runner"]["pid"], int) and isinstance(run["runner"]["backend_pid"], int)
     (doc,) = json_lines(tg("status", "--dsn", db.dsn, "--json", "--limit", "4").stdout)
     assert [x["tables"] for x in doc["runs"]] == [["policies"]] * 3 + [["findings"]]
     text = tg("status", "--dsn", db.dsn).stdout
@@ -174,9 +178,16 @@ def test_sigusr1_pause_and_sigusr2_resume_are_recorded_like_the_console(pg, tmp_
                                  what="the pause in operation_runs and audit_logs")
         assert len(runs) == 3 and p.poll() is None
         ids = {str(r["id"]) for r in runs}
+        # the process to signal, and the session through which it holds the lock
+        runner = runs[0]["context"]["runner"]
+        assert (runner["program"], runner["pid"], runner["host"], runner["backend_pid"]) == \
+            ("tenantguard backfill", p.pid, socket.gethostname(), lock_backend(db)), runner
+        assert db.one("SELECT bool_and((context#>>'{runner,since}')::timestamptz "
+                      "BETWEEN date_trunc('second', started_at) AND now()) FROM operation_runs") is True
         for r in runs:
             assert r["status"] == "running" and r["completed_at"] is None and r["outcome"] is None
             assert r["context"]["paused_by"] == PAUSE_ACTOR and "resumed_at" not in r["context"]
+            assert r["context"]["runner"] == runner
         assert db.one("SELECT bool_and((context->>'paused_at')::timestamptz "
                       "BETWEEN started_at AND now()) FROM operation_runs") is True
         entries = pause_entries(db, "paused")
@@ -204,6 +215,7 @@ def test_sigusr1_pause_and_sigusr2_resume_are_recorded_like_the_console(pg, tmp_
         ctx = r["context"]
         assert ctx["paused"] is False and ctx["resumed_by"] == PAUSE_ACTOR
         assert ctx["paused_by"] == PAUSE_ACTOR and "paused_at" in ctx
+        assert ctx["runner"] == runner           # ~380 batches, a pause and a resume kept it
     assert db.one("SELECT bool_and((context->>'resumed_at')::timestamptz "
                   ">= (context->>'paused_at')::timestamptz) FROM operation_runs") is True
     acts = [a["action"][len(ACTION):] for a in db.audits()]
@@ -292,16 +304,23 @@ def test_a_call_that_takes_over_runs_left_paused_records_their_resume(pg, tmp_pa
     tgtest.wait_until(lambda: backfill_sessions(db) == 0, 30, what="the killed call's sessions to end")
     assert all(r["status"] == "running" and r["context"]["paused"] is True for r in db.runs())
     assert pause_entries(db, "resumed") == []
+    assert {r["context"]["runner"]["pid"] for r in db.runs()} == {p.pid}
 
-    r = db.backfill("--actor", "ops:dave")
-    assert r.returncode == 0, r.stdout + r.stderr
+    q = tg_popen("backfill", "--dsn", db.dsn, "--actor", "ops:dave")
+    out, err = q.communicate(timeout=300)
+    assert q.returncode == 0, out + err
     runs = db.runs()
     assert [x["id"] for x in runs] == [x["id"] for x in before]          # taken over, not new
     assert {x["status"] for x in runs} == {"completed"} and {x["outcome"] for x in runs} == {"succeeded"}
-    for x in runs:
+    for x, old in zip(runs, before):
         ctx = x["context"]
         assert ctx["paused"] is False and ctx["resumed_by"] == "ops:dave"
         assert ctx["paused_by"] == PAUSE_ACTOR
+        # the runner is the process that took them over, with its own session
+        assert ctx["runner"]["pid"] == q.pid and ctx["runner"]["host"] == socket.gethostname()
+        assert ctx["runner"]["backend_pid"] != old["context"]["runner"]["backend_pid"] or \
+            ctx["runner"]["backend_start"] != old["context"]["runner"]["backend_start"]
+        assert ctx["runner"]["since"] >= old["context"]["runner"]["since"]
     assert db.one("SELECT bool_and((context->>'resumed_at')::timestamptz "
                   ">= (context->>'paused_at')::timestamptz) FROM operation_runs") is True
     resumed = pause_entries(db, "resumed")

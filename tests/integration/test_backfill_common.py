@@ -56,6 +56,16 @@ def lock_key():
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
+def lock_backend(db):
+    """The backend pid of the session holding the backfill lock, or None:
+    read from pg_locks here, independently of what tenantguard reports."""
+    key = lock_key() & 0xFFFFFFFFFFFFFFFF
+    return db.one("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                  "AND classid = %s::oid AND objid = %s::oid "
+                  "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                  str(key >> 32), str(key & 0xFFFFFFFF))
+
+
 def tg(*args, env=None, timeout=300, input=None):
     """Run the binary; returns CompletedProcess (text)."""
     e = dict(os.environ)
