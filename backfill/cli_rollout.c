@@ -284,9 +284,15 @@ static const char status_help[] =
     "The latest backfill runs from operation_runs (type " TG_BF_RUN_TYPE "):\n"
     "status, outcome, counts, timestamps and per-table progress (target rows, processed,\n"
     "last processed id), failures, and who holds the backfill lock now. A run still\n"
-    "queued or running while nobody holds the lock was interrupted: the next backfill\n"
-    "with the same --table selection resumes it. A run whose call holds it between two\n"
-    "batches (SIGUSR1, BACKFILL PAUSE) shows as paused (--json: paused_at, paused_by).\n"
+    "queued or running that nobody drives (nobody holds the lock, or the holder drives\n"
+    "other runs) was interrupted: the next backfill with the same --table selection\n"
+    "resumes it. A run whose call holds it between two batches (SIGUSR1, BACKFILL PAUSE)\n"
+    "shows as paused (--json: paused_at, paused_by).\n"
+    "The lock's holder is named by the process that runs the backfill (program, OS pid,\n"
+    "host: what its runs recorded in context.runner; --json: lock.runner) and by its\n"
+    "PostgreSQL session (backend pid, client, application). Signal a `tenantguard\n"
+    "backfill` by that OS pid, never the backend pid; a console run (program `tenantguard\n"
+    "console backfill`, the daemon's pid) is paused and resumed from a console.\n"
     "Read-only.\n\n"
     "Options:\n"
     "      --limit N          the N most recent runs (default: the active runs and the runs\n"
@@ -303,19 +309,41 @@ static int status_opt(cli_common *cc, int ch, const char *arg, void *state)
     return rc;
 }
 
+static const char *jtext(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "?";
+}
+
+/* Who holds the lock: the process (the one to signal) when its runs
+ * recorded it, and always the PostgreSQL session, its pid labelled as a
+ * backend's. */
+static void status_lock(json_t *lock)
+{
+    if (!json_is_object(lock)) {
+        printf("Backfill lock: free\n");
+        return;
+    }
+    json_t *runner = json_object_get(lock, "runner");
+    int backend = (int)json_integer_value(json_object_get(lock, "backend_pid"));
+    char session[512];
+    snprintf(session, sizeof(session), "client %s, application \"%s\", connected since %s", jtext(lock, "client"),
+             jtext(lock, "application"), jtext(lock, "since"));
+    if (json_is_object(runner))
+        printf("Backfill lock: held by %s pid %" JSON_INTEGER_FORMAT " on host %s since %s (backend pid %d, %s)\n",
+               jtext(runner, "program"), json_integer_value(json_object_get(runner, "pid")),
+               jtext(runner, "host"), jtext(runner, "since"), backend, session);
+    else
+        printf("Backfill lock: held by backend pid %d (%s); no run records the process behind it (a migrate, "
+               "an older tenantguard, or a backfill still planning)\n", backend, session);
+}
+
 static void status_text(json_t *doc)
 {
     json_t *lock = json_object_get(doc, "lock"), *runs = json_object_get(doc, "runs"), *run;
     size_t i;
     char a[32], b[32], c[32], d[32], e[32], f[32];
-    if (json_is_object(lock))
-        printf("Backfill lock: held by pid %d (client %s, application \"%s\", since %s)\n",
-               (int)json_integer_value(json_object_get(lock, "pid")),
-               json_string_value(json_object_get(lock, "client")),
-               json_string_value(json_object_get(lock, "application")),
-               json_string_value(json_object_get(lock, "since")));
-    else
-        printf("Backfill lock: free\n");
+    status_lock(lock);
     if (json_array_size(runs) == 0) {
         printf("No backfill runs recorded yet.\n");
         return;

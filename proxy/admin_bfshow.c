@@ -7,8 +7,9 @@
  * and hosts: runs of the CLI and of other tenantguards show too. The console
  * answers when the rows arrive. Per run: status and outcome as stored, the
  * state seen from here (running here, paused here, running or paused in
- * another process that holds the lock, interrupted), counts, percent, rate, ETA and
- * the per-table progress.
+ * another process that holds the lock -- named by the OS pid and host its
+ * runs recorded, its backend pid beside --, interrupted), counts, percent,
+ * rate, ETA and the per-table progress.
  */
 #include "config.h"
 
@@ -143,6 +144,24 @@ static const char *pg_time(json_t *v, char *buf, size_t len)
     return buf;
 }
 
+/* A run driven by another process, the one holding the lock. Name that
+ * process (what an operator signals) only when the run recorded it as its
+ * runner and tg_status_json matched that runner to the holder's session
+ * (lock.runner); otherwise, as for a run recorded by an older tenantguard,
+ * all we know is the holder's backend pid: say so. */
+static void held_elsewhere(json_t *run, json_t *lock, char *buf, size_t len)
+{
+    const char *what = json_is_true(json_object_get(run, "paused")) ? "paused" : "running";
+    json_t *runner = json_object_get(lock, "runner");
+    int backend = (int)json_integer_value(json_object_get(lock, "backend_pid"));
+    if (json_is_object(runner) && json_equal(runner, json_object_get(run, "runner")))
+        snprintf(buf, len, "%s in %s pid %" JSON_INTEGER_FORMAT " on host %s (backend pid %d)", what,
+                 jstr(runner, "program", "?"), json_integer_value(json_object_get(runner, "pid")),
+                 jstr(runner, "host", "?"), backend);
+    else
+        snprintf(buf, len, "%s in backend pid %d (%s)", what, backend, jstr(lock, "application", "?"));
+}
+
 static void state_of(tg_runtime *rt, json_t *run, json_t *lock, char *buf, size_t len)
 {
     const char *status = json_string_value(json_object_get(run, "status"));
@@ -155,10 +174,9 @@ static void state_of(tg_runtime *rt, json_t *run, json_t *lock, char *buf, size_
         snprintf(buf, len, "%s here", paused ? "paused" : "running");
     else if (admin_backfill_ended_here(rt, id))
         snprintf(buf, len, "done");   /* read as running just before its job here ended */
-    else if (json_is_object(lock))   /* `paused`: its context says so and the lock is held */
-        snprintf(buf, len, "%s in pid %d (%s)", json_is_true(json_object_get(run, "paused")) ? "paused" : "running",
-                 (int)json_integer_value(json_object_get(lock, "pid")), jstr(lock, "application", "?"));
-    else
+    else if (json_is_object(lock) && !json_is_true(json_object_get(run, "interrupted")))
+        held_elsewhere(run, lock, buf, len);
+    else   /* nobody holds the lock, or its holder drives other runs */
         snprintf(buf, len, "interrupted (resumable)");
 }
 
@@ -184,7 +202,7 @@ static void show_run(tg_runtime *rt, json_t *run, json_t *lock, struct evbuffer 
     json_int_t total = json_integer_value(json_object_get(sc, "total"));
     json_int_t done = json_integer_value(json_object_get(sc, "processed"));
     double secs = json_number_value(json_object_get(run, "duration_seconds"));
-    char f[NSHOW][160], progress[2048], st[160];
+    char f[NSHOW][160], progress[2048], st[512];   /* st: program and host name */
     const char *v[NSHOW] = {0};
     snprintf(f[0], sizeof(f[0]), "%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(run, "id")));
     snprintf(f[1], sizeof(f[1]), "%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(run, "workspace_id")));
@@ -218,6 +236,27 @@ static void show_run(tg_runtime *rt, json_t *run, json_t *lock, struct evbuffer 
     adm_row(out, NSHOW, v);
 }
 
+/* Who holds the lock: the process behind it when its runs recorded it,
+ * and always its session, the pid labelled as a backend's. */
+static void lock_notice(json_t *lock, struct evbuffer *out)
+{
+    json_t *runner = json_object_get(lock, "runner");
+    int backend = (int)json_integer_value(json_object_get(lock, "backend_pid"));
+    char session[512], msg[1024];
+    snprintf(session, sizeof(session), "client %s, application \"%s\", connected since %s", jstr(lock, "client", "?"),
+             jstr(lock, "application", ""), jstr(lock, "since", "?"));
+    if (json_is_object(runner))
+        snprintf(msg, sizeof(msg),
+                 "the backfill lock is held by %s pid %" JSON_INTEGER_FORMAT " on host %s since %s "
+                 "(backend pid %d, %s)",
+                 jstr(runner, "program", "?"), json_integer_value(json_object_get(runner, "pid")),
+                 jstr(runner, "host", "?"), jstr(runner, "since", "?"), backend, session);
+    else
+        snprintf(msg, sizeof(msg), "the backfill lock is held by backend pid %d (%s); no run records the process "
+                 "behind it", backend, session);
+    adm_notice(out, msg);
+}
+
 static void show_answer(abf_status *q, tg_session *s)
 {
     struct evbuffer *out = bufferevent_get_output(s->cl.bev);
@@ -232,13 +271,8 @@ static void show_answer(abf_status *q, tg_session *s)
     const char *last = admin_backfill_last(q->rt);
     if (last)
         adm_notice(out, last);
-    if (json_is_object(lock)) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "the backfill lock is held by pid %d (%s, application \"%s\") since %s",
-                 (int)json_integer_value(json_object_get(lock, "pid")),
-                 jstr(lock, "client", "?"), jstr(lock, "application", ""), jstr(lock, "since", "?"));
-        adm_notice(out, msg);
-    }
+    if (json_is_object(lock))
+        lock_notice(lock, out);
     adm_row_desc(out, show_cols, NSHOW);
     size_t i;
     json_array_foreach(runs, i, run)

@@ -5,6 +5,7 @@ pgbench load through the same proxy that must not notice."""
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -14,8 +15,8 @@ import pytest
 import tgtest
 from test_admin_common import (ADMIN_USER, BOOL, FLOAT8, INT8, TEXT, TIMESTAMPTZ, connect, console_proxy, ok,
                                psql, q)
-from test_backfill_common import (ACTION, OWNED, PAUSE_ACTOR, WATCHED, fresh_db, json_lines, recorded,
-                                  start_slow_backfill, stop, tg, tg_popen)
+from test_backfill_common import (ACTION, OWNED, PAUSE_ACTOR, WATCHED, fresh_db, json_lines, lock_backend,
+                                  lock_key, recorded, start_slow_backfill, stop, tg, tg_popen)
 
 _n = itertools.count()
 
@@ -271,27 +272,48 @@ def test_one_run_at_a_time(cp, db):
 
 # ---------------------------------------------------------------- the lock, with the CLI
 
+def runner_of(db):
+    """context.runner of every run, once each run has one."""
+    runs = db.runs()
+    return [r["context"]["runner"] for r in runs] if runs and all("runner" in r["context"] for r in runs) else None
+
+
 def test_cli_run_is_refused_while_the_console_runs(cp, db):
+    program = f"tenantguard console backfill ({ADMIN_USER})"
     with connect(cp) as c:
         ok(c, "BACKFILL START BATCH 10 THROTTLE 30")
+        # the console's runs name the daemon that drives them, not a backend
+        runners = tgtest.wait_until(lambda: runner_of(db), 30, what="the runs' runner")
+        backend = lock_backend(db)
+        assert all(x["program"] == program and x["pid"] == cp.pid and x["host"] == socket.gethostname()
+                   and x["backend_pid"] == backend for x in runners), runners
         r = db.backfill()
         assert r.returncode == 2, r.stdout + r.stderr
         assert "another backfill is running" in r.stderr
-        assert 'application "tenantguard console backfill (ops)"' in r.stderr
+        assert f"(backend pid {backend}, " in r.stderr
+        assert f'application "{program}"' in r.stderr
+        text = cli_status(db)
+        assert (f"Backfill lock: held by {program} pid {cp.pid} on host {socket.gethostname()} since "
+                in text), text
         ok(c, "BACKFILL CANCEL")
 
 
 def test_console_start_is_refused_while_the_cli_runs(cp, db):
     cli = tg_popen("backfill", "--dsn", db.dsn, "--batch-size", "10", "--throttle-ms", "30")
+    host = socket.gethostname()
     try:
         tgtest.wait_until(lambda: any(r["status"] == "running" for r in db.runs()), 30, what="the CLI's runs")
+        backend = lock_backend(db)
         with connect(cp) as c:
             r = q(c, "BACKFILL START")
-            assert r.sqlstate == "55P03" and "pid" in r.message, r
+            assert r.sqlstate == "55P03" and f"(backend pid {backend}, " in r.message, r
             rows = show(c)
-            assert rows and all(x["state"].startswith("running in pid") for x in rows
-                                if x["status"] == "running"), rows
-            assert any("backfill lock is held by pid" in n for n in c.notices)
+            # the CLI's own pid (what SIGUSR1/SIGUSR2 go to), its host, and the backend labelled as such
+            want = f"running in tenantguard backfill pid {cli.pid} on host {host} (backend pid {backend})"
+            assert rows and all(x["state"] == want for x in rows if x["status"] == "running"), rows
+            assert any(n.startswith(f"the backfill lock is held by tenantguard backfill pid {cli.pid} on host "
+                                    f"{host} since ") and f"(backend pid {backend}, " in n
+                       for n in c.notices), c.notices
     finally:
         cli.send_signal(signal.SIGINT)      # stop between batches, resumable
         cli.wait(60)
@@ -315,22 +337,40 @@ def test_a_cli_backfill_paused_elsewhere_shows_as_paused(cp, db, tmp_path):
     """SIGUSR1 to a CLI backfill: SHOW BACKFILL on the console and
     `tenantguard status` say its runs are paused, not running."""
     p = start_slow_backfill(db, tmp_path)
+    host = socket.gethostname()
     try:
         p.send_signal(signal.SIGUSR1)
         runs = tgtest.wait_until(lambda: recorded(db, "paused", True), 30, what="the pause recorded")
         ids = {str(r["id"]) for r in runs}
+        backend = lock_backend(db)
+        assert backend is not None and backend != p.pid
         with connect(cp) as c:
             rows = [x for x in show(c) if x["run_id"] in ids]
             assert len(rows) == 3, rows
             for x in rows:
-                assert x["state"].startswith("paused in pid ") and x["state"].endswith("(tenantguard backfill)"), x
+                # the pid to send SIGUSR2 to is the CLI's, not the backend's
+                assert x["state"] == (f"paused in tenantguard backfill pid {p.pid} on host {host} "
+                                      f"(backend pid {backend})"), x
                 assert x["status"] == "running" and x["eta_seconds"] is None     # no ETA while held
-            assert any("backfill lock is held by pid" in n for n in c.notices)
+            assert any(n.startswith(f"the backfill lock is held by tenantguard backfill pid {p.pid} on host "
+                                    f"{host} since ") and f"(backend pid {backend}, client local socket, "
+                       'application "tenantguard backfill", connected since ' in n for n in c.notices), c.notices
         text = cli_status(db)
         assert text.count("running (paused)") == 3 and "(interrupted)" not in text, text
+        assert text.splitlines()[0].startswith(
+            f"Backfill lock: held by tenantguard backfill pid {p.pid} on host {host} since "), text
+        assert (f" (backend pid {backend}, client local socket, application \"tenantguard backfill\", "
+                "connected since ") in text.splitlines()[0], text
         doc = json_lines(cli_status(db, "--json"))[0]
         assert {str(x["id"]) for x in doc["runs"] if x["paused"]} == ids
         assert all(x["paused_by"] == PAUSE_ACTOR and x["paused_at"] for x in doc["runs"])
+        lock = doc["lock"]
+        assert lock["backend_pid"] == backend and lock["pid"] == backend
+        runner = lock["runner"]
+        assert (runner["program"], runner["pid"], runner["host"], runner["backend_pid"]) == \
+            ("tenantguard backfill", p.pid, host, backend), lock
+        assert runner["since"] and runner["backend_start"]
+        assert all(x["runner"] == runner for x in doc["runs"])
 
         p.send_signal(signal.SIGUSR2)
         tgtest.wait_until(lambda: recorded(db, "resumed", False), 30, what="the resume recorded")
@@ -345,6 +385,64 @@ def test_a_cli_backfill_paused_elsewhere_shows_as_paused(cp, db, tmp_path):
     doc = json_lines(cli_status(db, "--json"))[0]
     assert not any(x["paused"] for x in doc["runs"]) and doc["lock"] is None
     assert all_bound(db)
+
+
+def test_a_runner_is_named_only_while_it_holds_the_lock(cp, db, tmp_path):
+    """A killed call's runs keep the runner they recorded (who drove them
+    last), but no answer names that dead process as the lock's holder: a
+    session that recorded no runner is shown by its backend pid alone, and
+    while another call drives other runs, these show as interrupted."""
+    host = socket.gethostname()
+    first = start_slow_backfill(db, tmp_path, name="first")
+    stop(first)                                                    # SIGKILL
+    tgtest.wait_until(lambda: lock_backend(db) is None, 30, what="the killed call's lock to go")
+    old = {str(r["id"]) for r in db.runs()}
+    assert len(old) == 3 and all(r["context"]["runner"]["pid"] == first.pid for r in db.runs())
+
+    with db.conn() as holder:                                      # holds the lock, records nothing
+        holder.execute("SET application_name = 'other holder'")
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(),))
+        backend = holder.info.backend_pid
+        with connect(cp) as c:
+            rows = [x for x in show(c) if x["run_id"] in old]
+            assert [x["state"] for x in rows] == [f"running in backend pid {backend} (other holder)"] * 3, rows
+            assert any(n.startswith(f"the backfill lock is held by backend pid {backend} (client local socket, "
+                                    'application "other holder", connected since ')
+                       and n.endswith("no run records the process behind it") for n in c.notices), c.notices
+        doc = json_lines(cli_status(db, "--json"))[0]
+        assert doc["lock"]["backend_pid"] == backend and doc["lock"]["runner"] is None
+        assert {x["runner"]["pid"] for x in doc["runs"]} == {first.pid}    # recorded, not claimed
+        line = cli_status(db).splitlines()[0]
+        assert line.startswith(f'Backfill lock: held by backend pid {backend} (client local socket, '
+                               f'application "other holder", connected since '), line
+        assert line.endswith("no run records the process behind it (a migrate, an older tenantguard, "
+                             "or a backfill still planning)") and str(first.pid) not in line, line
+
+    # another selection, so other runs; held paused so it stays the holder
+    second = tg_popen("backfill", "--dsn", db.dsn, "--table", "findings", "--batch-size", "10",
+                      "--throttle-ms", "200", "--actor", PAUSE_ACTOR)
+    try:
+        tgtest.wait_until(lambda: any(str(r["id"]) not in old and r["summary_counts"]["processed"] > 0
+                                      for r in db.runs()), 30, what="the second call's progress")
+        second.send_signal(signal.SIGUSR1)
+        tgtest.wait_until(lambda: all(r["context"].get("paused") is True for r in db.runs()
+                                      if str(r["id"]) not in old), 30, what="the second call's pause")
+        backend = lock_backend(db)
+        doc = json_lines(cli_status(db, "--json"))[0]
+        runner = doc["lock"]["runner"]
+        assert (runner["pid"], runner["host"], runner["backend_pid"]) == (second.pid, host, backend), doc["lock"]
+        for x in doc["runs"]:
+            if str(x["id"]) in old:
+                assert x["interrupted"] is True and x["paused"] is False and x["runner"]["pid"] == first.pid, x
+            else:
+                assert x["interrupted"] is False and x["paused"] is True and x["runner"] == runner, x
+        with connect(cp) as c:
+            states = {x["run_id"]: x["state"] for x in show(c)}
+        assert {states[i] for i in old} == {"interrupted (resumable)"}, states
+        assert {v for k, v in states.items() if k not in old} == \
+            {f"paused in tenantguard backfill pid {second.pid} on host {host} (backend pid {backend})"}, states
+    finally:
+        stop(second)
 
 
 # ---------------------------------------------------------------- exit

@@ -153,11 +153,14 @@ def test_a_second_backfill_is_refused_while_one_holds_the_lock(db):
             r = cmd()
             assert r.returncode == 2, r.stdout + r.stderr
             assert "another backfill is running" in r.stderr
-            assert f"pid {pid}" in r.stderr and "local socket" in r.stderr
+            assert f"(backend pid {pid}, client local socket, " in r.stderr
             assert 'application "other backfill"' in r.stderr
         assert db.hashes() == before
         r = tg("status", "--dsn", db.dsn)
-        assert f"Backfill lock: held by pid {pid}" in r.stdout
+        # a session that recorded no runner: its backend pid, labelled as such, and nothing more
+        assert (f'Backfill lock: held by backend pid {pid} (client local socket, application "other backfill", '
+                "connected since ") in r.stdout
+        assert "no run records the process behind it" in r.stdout
     assert db.backfill().returncode == 0
 
 
