@@ -20,6 +20,7 @@
 #include "proxy/admin.h"
 #include "proxy/commands.h"
 #include "proxy/metrics.h"
+#include "proxy/notify.h"
 #include "proxy/probe.h"
 #include "proxy/runtime.h"
 #include "proxy/session.h"
@@ -233,6 +234,7 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
     time_t now = time(NULL);
     check_idle(rt, now);
     admin_tick(rt);
+    notify_tick(rt->notify);
     if (rt->phase == RT_DRAINING && now >= rt->drain_deadline) {
         log_info("shutdown_timeout reached: closing %d session(s)", rt->n_sessions);
         rt->phase = RT_STOPPING;
@@ -249,6 +251,8 @@ static void janitor_cb(evutil_socket_t fd, short what, void *arg)
 
 static void begin_stop(tg_runtime *rt)
 {
+    if (rt->phase == RT_RUNNING)
+        notify_stopping(rt->notify, "closing every session");
     rt->phase = RT_STOPPING;
     rt->drain_deadline = time(NULL);
     listeners_close(rt);
@@ -268,6 +272,7 @@ static void sigterm_cb(evutil_socket_t sig, short what, void *arg)
     }
     rt->phase = RT_DRAINING;
     rt->drain_deadline = time(NULL) + rt->cfg->shutdown_timeout;
+    notify_stopping(rt->notify, "draining sessions");
     /* The listeners stay open while draining: a CancelRequest for a running
      * session is still served; new logins get 57P03. */
     log_info("SIGTERM: not accepting; waiting up to %ds for %d session(s) to finish",
@@ -291,7 +296,17 @@ static void sigint_cb(evutil_socket_t sig, short what, void *arg)
 /* SIGHUP / RELOAD: a new snapshot for new sessions (running ones keep
  * their connection settings; the enforcement policy applies to every
  * session's next statement). */
+static int reload(tg_runtime *rt, char *errbuf, size_t errlen);
+
 int rt_reload(tg_runtime *rt, char *errbuf, size_t errlen)
+{
+    notify_reloading(rt->notify);
+    int r = reload(rt, errbuf, errlen);
+    notify_reloaded(rt->notify);
+    return r;
+}
+
+static int reload(tg_runtime *rt, char *errbuf, size_t errlen)
 {
     tg_config_error err;
     tg_config *neu = tg_config_load(rt->cfg->path, &err);
@@ -494,6 +509,8 @@ static void teardown(tg_runtime *rt)
     while ((s = TAILQ_FIRST(&rt->justfree)) != NULL)
         reap_one(rt, s);
     stop_workers(rt);
+    notify_free(rt->notify);
+    rt->notify = NULL;
     struct event *evs[] = {rt->reaper, rt->janitor, rt->ev_term, rt->ev_int, rt->ev_hup};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
@@ -537,6 +554,7 @@ int tg_daemon_main(const char *config_path)
     if (setup(&rt, cfg) == 0) {
         log_info("tenantguard %s started (pid %d), server %s:%d, mode %s", PACKAGE_VERSION, (int)getpid(),
                  cfg->server_host, cfg->server_port, tg_mode_name(cfg->policy.mode));
+        rt.notify = notify_start(&rt);
         event_base_dispatch(rt.base);
         log_info("tenantguard stopped");
         rc = rt.exit_code;

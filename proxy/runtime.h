@@ -32,6 +32,7 @@ struct tg_workq;
 struct adm_backfill;
 struct tg_vaudit;
 struct tg_metrics;
+struct tg_notify;
 struct probe_cache;
 
 typedef enum {
@@ -112,6 +113,7 @@ typedef struct tg_runtime {
     struct adm_backfill *backfill;  /* the console's backfill run (admin_backfill.c) */
     struct tg_vaudit *vaudit;       /* violation_audit (vaudit.h) */
     struct tg_metrics *metrics;     /* GET /metrics (metrics.h); NULL when off */
+    struct tg_notify *notify;       /* systemd (notify.h); NULL when not under it */
 } tg_runtime;
 
 /* Rebuild the compiled policy from rt->cfg (start-up, reload, mode change). */

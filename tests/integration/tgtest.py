@@ -310,6 +310,7 @@ class Proxy:
         self._log = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.update(self.env)
         self.proc = subprocess.Popen(self.argv_prefix + [BINARY, "-c", self.config_path], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env)
         if wait:
@@ -322,6 +323,8 @@ class Proxy:
     # A command the binary runs under, e.g. ["prlimit", "--nofile=256:256", "--"] or
     # ["ip", "netns", "exec", NAME]; set before start().
     argv_prefix = []
+    # Extra environment of the process (e.g. NOTIFY_SOCKET); set before start().
+    env = {}
 
     def fd_count(self):
         """Open file descriptors of the proxy process."""
