@@ -228,6 +228,31 @@ int pgf_error(struct evbuffer *out, const char *severity, const char *sqlstate,
     return pgf_finish(&b, out);
 }
 
+int pgf_error_without(struct evbuffer *out, char type, const void *payload, size_t len, const char *drop)
+{
+    pgf_reader r = pgf_reader_init(payload, len);
+    pgf_builder b;
+    pgf_begin(&b, type);
+    for (;;) {
+        uint8_t code = pgf_get_u8(&r);
+        if (r.bad)
+            break;
+        if (code == 0) {
+            pgf_put_u8(&b, 0);
+            return pgf_finish(&b, out);
+        }
+        const char *v = pgf_get_str(&r);
+        if (r.bad)
+            break;
+        if (strchr(drop, code))
+            continue;
+        pgf_put_u8(&b, code);
+        pgf_put_str(&b, v);
+    }
+    pgf_abort(&b);
+    return -1;
+}
+
 int pgf_ready(struct evbuffer *out, char status)
 {
     pgf_builder b;

@@ -104,6 +104,11 @@ int pgf_finish(pgf_builder *b, struct evbuffer *out);
 int pgf_error(struct evbuffer *out, const char *severity, const char *sqlstate,
               const char *message, const char *hint);
 
+/* An ErrorResponse/NoticeResponse payload (as the server sent it) again,
+ * without the fields whose codes are in `drop`. 0, or -1 when the payload
+ * does not parse (nothing appended) or out of memory. */
+int pgf_error_without(struct evbuffer *out, char type, const void *payload, size_t len, const char *drop);
+
 /* ReadyForQuery with a transaction status byte ('I', 'T', 'E'). */
 int pgf_ready(struct evbuffer *out, char status);
 

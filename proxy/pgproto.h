@@ -87,5 +87,9 @@
 #define PG_EF_TABLE             't'
 #define PG_EF_SCHEMA            's'
 #define PG_EF_CONSTRAINT        'n'
+#define PG_EF_CONTEXT           'W'
+#define PG_EF_SOURCE_FILE       'F'
+#define PG_EF_SOURCE_LINE       'L'
+#define PG_EF_SOURCE_ROUTINE    'R'
 
 #endif

@@ -32,9 +32,14 @@
 
 /* 42501 / 0A000 raised by tenantguard's helper functions carry the constraint
  * name tenantguard_r2 .. r6 / tenantguard_layout and the table label. */
+static bool from_helpers(const pgf_error_fields *f)
+{
+    return f->constraint && strncmp(f->constraint, "tenantguard_", 12) == 0;
+}
+
 static void count_server_violation(tg_session *s, const pgf_error_fields *f, track_ctx *c)
 {
-    if (!f->constraint || strncmp(f->constraint, "tenantguard_", 12) != 0)
+    if (!from_helpers(f))
         return;
     tg_runtime *rt = s->rt;
     const char *rule = f->constraint + 12;
@@ -267,6 +272,14 @@ bool relay_server_inspect(tg_session *s, const pgf_header *h, const uint8_t *pay
         replaced = out && (substitute_error(s, &f, c, out) || map_type_error(s, &f, c, out));
         if (!replaced)
             count_server_violation(s, &f, c);
+        /* A helper's rejection reaches the client as the rule's own error:
+         * without the CONTEXT line naming tenantguard's PL/pgSQL function
+         * ("PL/pgSQL function tenantguard.ws_verify(...) line 23 at RAISE")
+         * and the server's source location, which drivers print in their
+         * exception texts (PDO, node-postgres's err.where). Out of memory,
+         * the server's message goes as it came. */
+        if (!replaced && out && from_helpers(&f))
+            replaced = pgf_error_without(out, PG_BE_ERROR, payload, plen, "WFLR") == 0;
         break;
     }
     default:

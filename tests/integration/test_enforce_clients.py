@@ -173,6 +173,12 @@ def test_psycopg3_server_side_binding(pconn, data, binary, prepare):
         cur.execute(SQL3_WS, (6, 1, "bad"), prepare=prepare)
     assert ei.value.diag.message_primary == R2.format(w=1, t=6, tw=3)
     assert ei.value.diag.sqlstate == "42501"
+    # the rule's own error: no CONTEXT naming tenantguard's PL/pgSQL helper, no server source
+    # location (drivers print both in their exception texts); the constraint still names the rule
+    assert (ei.value.diag.context, ei.value.diag.source_file, ei.value.diag.source_line,
+            ei.value.diag.source_function) == (None, None, None, None)
+    assert ei.value.diag.constraint_name == "tenantguard_r2" and ei.value.diag.severity == "ERROR"
+    assert "tenantguard." not in str(ei.value).replace("tenantguard: ", "")
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as ei:
         cur.execute(SQL3, (2 ** 40, "big"), prepare=prepare)          # an int8 the server must see as such
     assert ei.value.diag.message_primary == R3_MISSING.format(t=2 ** 40)

@@ -153,6 +153,28 @@ static void test_parse_error_rejects_garbage(void **state)
     assert_string_equal(f.table, "p");
 }
 
+/* A helper's rejection goes to the client without CONTEXT and source
+ * location; everything else stays, in order. */
+static void test_error_without(void **state)
+{
+    (void)state;
+    static const uint8_t in[] = "SERROR\0C42501\0Mno\0Wctx line\0Fpl_exec.c\0L1\0Rraise\0ntg_r2\0tp\0";
+    struct evbuffer *b = evbuffer_new();
+    assert_int_equal(pgf_error_without(b, PG_BE_ERROR, in, sizeof(in), "WFLR"), 0);
+    pgf_header h;
+    assert_int_equal(pgf_peek(b, &h), PGF_HEADER);
+    assert_int_equal(h.type, PG_BE_ERROR);
+    static const uint8_t want[] = "SERROR\0C42501\0Mno\0ntg_r2\0tp\0";
+    assert_int_equal(h.len - 4, sizeof(want));
+    const uint8_t *m = evbuffer_pullup(b, -1);
+    assert_memory_equal(m + 5, want, sizeof(want));
+    /* garbage: nothing appended */
+    static const uint8_t bad[] = {'M', 'x', 'y'};
+    assert_int_equal(pgf_error_without(b, PG_BE_ERROR, bad, sizeof(bad), "W"), -1);
+    assert_int_equal(evbuffer_get_length(b), pgf_wire_len(&h));
+    evbuffer_free(b);
+}
+
 static void test_ready(void **state)
 {
     (void)state;
@@ -259,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_reader),
         cmocka_unit_test(test_error_roundtrip),
         cmocka_unit_test(test_parse_error_rejects_garbage),
+        cmocka_unit_test(test_error_without),
         cmocka_unit_test(test_ready),
         cmocka_unit_test(test_track),
         cmocka_unit_test(test_track_skip_then_sync),
