@@ -4,6 +4,12 @@
  * Over max_client_conn, a client gets a FATAL 53300 and a close, as from
  * PostgreSQL. When accept() runs out of descriptors the listeners pause for
  * a moment instead of spinning, and resume on their own.
+ *
+ * Socket activation: sockets a service manager passes (LISTEN_FDS, e.g. a
+ * systemd .socket unit) are the client listeners, instead of listen_addr /
+ * listen_port / unix_socket_dir. They stay open in the manager while the
+ * daemon restarts, so a client connecting meanwhile waits in the backlog
+ * rather than being refused.
  */
 #include "config.h"
 
@@ -24,6 +30,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <systemd/sd-daemon.h>
 
 #include "policy/sqlstate.h"
 #include "proxy/pgframe.h"
@@ -283,6 +290,71 @@ static int open_unix(tg_runtime *rt, char *err, size_t errlen)
     return 0;
 }
 
+/* "127.0.0.1:6432", "[::1]:6432" or the unix path a listening fd is bound to. */
+static void sock_name(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        snprintf(buf, len, "fd %d", fd);
+        return;
+    }
+    if (ss.ss_family == AF_UNIX) {
+        const struct sockaddr_un *u = (const struct sockaddr_un *)&ss;
+        snprintf(buf, len, "%s", u->sun_path[0] ? u->sun_path : "(abstract unix socket)");
+        return;
+    }
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(buf, len, "%s:%d", host, port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, len, "[%s]:%d", host, port);
+    } else {
+        snprintf(buf, len, "fd %d", fd);
+    }
+}
+
+/* The n sockets a service manager passed, from fd 3 on: each must be a
+ * listening stream socket. */
+static int open_passed(tg_runtime *rt, int n, char *err, size_t errlen)
+{
+    if (n > RT_MAX_LISTENERS) {
+        snprintf(err, errlen, "socket activation: %d sockets passed; at most %d", n, RT_MAX_LISTENERS);
+        return -1;
+    }
+    for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+        char what[160];
+        sock_name(fd, what, sizeof(what));
+        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+            snprintf(err, errlen, "socket activation: fd %d (%s) is not a listening stream socket", fd, what);
+            return -1;
+        }
+        if (evutil_make_socket_nonblocking(fd) != 0 || evutil_make_socket_closeonexec(fd) != 0) {
+            snprintf(err, errlen, "socket activation: fd %d: %s", fd,
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            return -1;
+        }
+        struct evconnlistener *l =
+            evconnlistener_new(rt->base, accept_cb, rt, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        if (!l) {
+            snprintf(err, errlen, "socket activation: fd %d (%s): out of memory", fd, what);
+            return -1;
+        }
+        evconnlistener_set_error_cb(l, accept_error_cb);
+        rt->listeners[rt->n_listeners++] = l;
+        log_info("listening on %s (socket from the service manager)", what);
+    }
+    log_info("socket activation: listen_addr, listen_port and unix_socket_dir are not used");
+    return 0;
+}
+
 int listeners_open(tg_runtime *rt, char *err, size_t errlen)
 {
     const tg_config *c = rt->cfg;
@@ -292,7 +364,15 @@ int listeners_open(tg_runtime *rt, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (c->listen_addr[0]) {
+    int passed = sd_listen_fds(1);   /* and unset LISTEN_FDS, so no child takes them */
+    if (passed < 0) {
+        snprintf(err, errlen, "socket activation: %s", strerror(-passed));
+        return -1;
+    }
+    if (passed > 0) {
+        if (open_passed(rt, passed, err, errlen) != 0)
+            return -1;
+    } else if (c->listen_addr[0]) {
         char *list = strdup(c->listen_addr), *save = NULL;
         if (!list) {
             snprintf(err, errlen, "out of memory");
@@ -306,7 +386,7 @@ int listeners_open(tg_runtime *rt, char *err, size_t errlen)
         }
         free(list);
     }
-    if (c->unix_socket_dir[0] && open_unix(rt, err, errlen) != 0)
+    if (!passed && c->unix_socket_dir[0] && open_unix(rt, err, errlen) != 0)
         return -1;
     if (c->admin_port && c->admin_auth_file[0] && c->admin_addr[0]) {
         struct sockaddr_storage ss;

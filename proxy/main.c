@@ -56,6 +56,9 @@ static void usage(FILE *out)
             "Signals (daemon): SIGTERM stops accepting and lets sessions finish for up to\n"
             "shutdown_timeout, then closes them with 57P01; SIGINT closes every session at once;\n"
             "SIGHUP reloads the config (sessions keep the snapshot they started with).\n"
+            "Under systemd: Type=notify (READY, RELOADING, STOPPING, STATUS, WATCHDOG) and\n"
+            "socket activation (LISTEN_FDS replace listen_addr/listen_port/unix_socket_dir);\n"
+            "see contrib/systemd/.\n"
             "\n"
             "Exit codes: 0 success, 1 error (bad config, cannot start), 2 refused or incomplete\n"
             "(see each command's --help), 64 usage error.\n");

@@ -129,3 +129,90 @@ def test_no_notify_socket_no_messages(proxy, manager):
         assert c.execute("SELECT 1").fetchone() == (1,)
     manager._drain()
     assert manager.messages == []
+
+
+# ---------------------------------------------------------------- socket activation
+
+def test_socket_activation_takes_the_passed_socket(proxy_factory, workdir):
+    """systemd-socket-activate (systemd's own test tool) opens the port and passes it as fd 3:
+    the daemon serves it, and does not open listen_port itself."""
+    activated = tgtest.free_port()
+    p = proxy_factory(start=False)
+    configured = p.port
+    p.argv_prefix = ["systemd-socket-activate", "-l", f"127.0.0.1:{activated}"]
+    p.port = activated
+    p.start()
+    with p.connect() as c:
+        assert c.execute("SELECT inet_server_port() IS NOT NULL").fetchone() == (True,)
+    p.wait_log(f"listening on 127.0.0.1:{activated} (socket from the service manager)")
+    assert "socket activation: listen_addr, listen_port and unix_socket_dir are not used" in p.log()
+    assert not tgtest.port_open(configured)
+
+
+def _accept_queue(port):
+    """Connections waiting in the accept queue of the listener on 127.0.0.1:port (for a
+    listening socket, /proc/net/tcp's rx_queue is that count)."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1] == want and cols[3] == "0A":
+                return int(cols[4].split(":")[1], 16)
+    return -1
+
+
+def _activated(proxy_factory, lsock):
+    """A daemon given lsock as fd 3, the way a service manager passes it."""
+    p = proxy_factory(start=False)
+    p.argv_prefix = ["bash", "-c", f'export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@" 3<&{lsock.fileno()}']
+    p.pass_fds = (lsock.fileno(),)
+    p.port = lsock.getsockname()[1]
+    return p
+
+
+def test_a_restart_keeps_clients_waiting_not_refused(proxy_factory, workdir):
+    """The service manager keeps the socket while the daemon restarts: a client that connects
+    in between waits in the backlog and is served by the next daemon."""
+    import threading
+    import psycopg
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    try:
+        first = _activated(proxy_factory, lsock)
+        first.start()
+        with first.connect() as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+        assert first.stop() == 0
+        result = {}
+
+        def client():
+            try:
+                with psycopg.connect(first.dsn(connect_timeout=30), autocommit=True) as c:
+                    result["value"] = c.execute("SELECT 42").fetchone()[0]
+            except Exception as e:   # noqa: BLE001 -- reported below
+                result["error"] = e
+        t = threading.Thread(target=client)
+        t.start()
+        # nobody accepts now: the client is not refused, it waits
+        tgtest.wait_until(lambda: _accept_queue(first.port) >= 1, 10, what="the client in the accept queue")
+        assert t.is_alive() and not result
+        second = _activated(proxy_factory, lsock)
+        second.start()
+        t.join(30)
+        assert result == {"value": 42}
+    finally:
+        lsock.close()
+
+
+def test_a_passed_socket_that_does_not_listen_fails_the_start(proxy_factory, workdir):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))    # bound, never listen()ed
+    try:
+        p = _activated(proxy_factory, s)
+        p.start(wait=False)
+        assert p.wait_exit() == 1
+        assert f"socket activation: fd 3 (127.0.0.1:{s.getsockname()[1]}) is not a listening stream socket" \
+            in p.log()
+    finally:
+        s.close()

@@ -312,7 +312,7 @@ class Proxy:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         env.update(self.env)
         self.proc = subprocess.Popen(self.argv_prefix + [BINARY, "-c", self.config_path], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env)
+                                     stderr=subprocess.STDOUT, env=env, pass_fds=self.pass_fds)
         if wait:
             wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 15,
                        what=f"tenantguard on port {self.port}")
@@ -325,6 +325,8 @@ class Proxy:
     argv_prefix = []
     # Extra environment of the process (e.g. NOTIFY_SOCKET); set before start().
     env = {}
+    # Descriptors the process inherits (e.g. a listening socket for socket activation).
+    pass_fds = ()
 
     def fd_count(self):
         """Open file descriptors of the proxy process."""
