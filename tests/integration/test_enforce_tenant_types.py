@@ -21,6 +21,7 @@ KINDS = {
     "uuid": ("0b6f1a52-5c1e-4c8e-9d0a-3f7e2b9c4a11", "7d2e9c40-1b3a-4f6d-8e5c-a9b8c7d6e5f4",
              "c3a1e2f4-9b8d-4c7e-a6f5-0d1e2f3a4b5c"),
     "text": ("acme", "globex", "initech"),
+    "varchar(40)": ("acme-v", "globex-v", "initech-v"),
 }
 
 SCHEMA = """
@@ -58,7 +59,7 @@ def kind(request):
 def setup(pg, workdir, proxy_factory, kind):
     """(db, proxy not yet started, (a, b, c)) after `migrate --phase 1` with the proxy's config."""
     a, b, c = KINDS[kind]
-    name = f"tenant_{kind}_{next(_n)}"
+    name = f"tenant_{kind.split('(')[0]}_{next(_n)}"
     path = os.path.join(workdir, f"{name}.sql")
     with open(path, "w") as f:
         f.write(SCHEMA.format(t=kind, a=a, b=b, c=c))
