@@ -39,6 +39,9 @@
 
 #define PROBE_MAX_MESSAGE (4 * 1024 * 1024)
 #define SEP "\x1f"   /* between column names: a byte no sane identifier has */
+/* Relations named like watched tables that the login keeps: more (a schema
+ * per customer, say) and the session resolves names as if it knew none. */
+#define PROBE_MAX_RELS 256
 
 /* Always: a reload or SET mode may turn enforcement on for sessions that
  * logged in while every table was off, and they need what the probe knows. */
@@ -121,7 +124,28 @@ static char *catalog_sql(const tg_policy *p)
         append_literal(b, p->tables[i].name);
         evbuffer_add(b, ")", 1);
     }
-    evbuffer_add_printf(b, ") GROUP BY 1, 2");
+    evbuffer_add_printf(b, ") GROUP BY 1, 2;");
+    /* The look-alikes: other tables, views, foreign and partitioned tables
+     * of those names, temp schemas aside (the session follows its own). */
+    evbuffer_add_printf(b,
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+        "WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,f}'::pg_catalog.\"char\"[]) "
+        "AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast_)?temp_' AND c.relname IN (");
+    for (int i = 0; i < p->n_tables; i++) {
+        if (i)
+            evbuffer_add(b, ",", 1);
+        append_literal(b, p->tables[i].name);
+    }
+    evbuffer_add_printf(b, ") AND (n.nspname::pg_catalog.text, c.relname::pg_catalog.text) NOT IN (");
+    for (int i = 0; i < p->n_tables; i++) {
+        evbuffer_add_printf(b, "%s(", i ? "," : "");
+        append_literal(b, p->tables[i].schema);
+        evbuffer_add(b, ",", 1);
+        append_literal(b, p->tables[i].name);
+        evbuffer_add(b, ")", 1);
+    }
+    evbuffer_add_printf(b, ") LIMIT %d", PROBE_MAX_RELS + 1);
     return evbuffer_to_string(b);
 }
 
@@ -139,6 +163,9 @@ typedef struct pc_entry {
     uint64_t at_ms;
     pc_row *rows;
     int n;
+    char **rel_schemas, **rel_names;  /* the look-alikes, when rels_known */
+    int n_rels;
+    bool rels_known;
 } pc_entry;
 
 struct probe_cache {
@@ -172,6 +199,12 @@ static void entry_clear(pc_entry *e)
         free(e->rows[i].cols);
     }
     free(e->rows);
+    for (int i = 0; i < e->n_rels; i++) {
+        free(e->rel_schemas[i]);
+        free(e->rel_names[i]);
+    }
+    free(e->rel_schemas);
+    free(e->rel_names);
     free(e->database);
     memset(e, 0, sizeof(*e));
 }
@@ -235,6 +268,25 @@ static void cache_store(tg_session *s)
         *w = '\0';
         e->n++;
     }
+    if (s->probe.rels_known) {
+        int n = s->probe.n_rels;
+        e->rel_schemas = calloc((size_t)(n ? n : 1), sizeof(char *));
+        e->rel_names = calloc((size_t)(n ? n : 1), sizeof(char *));
+        if (!e->rel_schemas || !e->rel_names) {
+            entry_clear(e);
+            return;
+        }
+        for (; e->n_rels < n; e->n_rels++) {
+            e->rel_schemas[e->n_rels] = strdup(s->probe.rel_schemas[e->n_rels]);
+            e->rel_names[e->n_rels] = strdup(s->probe.rel_names[e->n_rels]);
+            if (!e->rel_schemas[e->n_rels] || !e->rel_names[e->n_rels]) {
+                e->n_rels++;
+                entry_clear(e);
+                return;
+            }
+        }
+        e->rels_known = true;
+    }
     e->key = s->probe.cache_key;
     e->at_ms = mono_ms();
     c->n++;
@@ -256,7 +308,11 @@ static bool cache_use(tg_session *s)
     }
     for (int i = 0; i < e->n; i++)
         probe_catalog_set(&s->probe, e->rows[i].schema, e->rows[i].table, e->rows[i].cols);
-    if (s->probe.n != e->n) {   /* out of memory on the way: ask the server */
+    bool rels_ok = true;
+    for (int i = 0; i < e->n_rels && rels_ok; i++)
+        rels_ok = probe_rel_add(&s->probe, e->rel_schemas[i], e->rel_names[i]);
+    s->probe.rels_known = e->rels_known && rels_ok;
+    if (s->probe.n != e->n || !rels_ok) {   /* out of memory on the way: ask the server */
         uint64_t key = s->probe.cache_key;
         probe_free(&s->probe);
         s->probe.cache_key = key;
@@ -306,6 +362,8 @@ void probe_cache_stats(const tg_runtime *rt, probe_cache_info *out)
         for (int k = 0; k < c->e[i].n; k++)
             out->bytes += strlen(c->e[i].rows[k].schema) + strlen(c->e[i].rows[k].table) +
                           strlen(c->e[i].rows[k].cols) + 3;
+        for (int k = 0; k < c->e[i].n_rels; k++)
+            out->bytes += 2 * sizeof(char *) + strlen(c->e[i].rel_schemas[k]) + strlen(c->e[i].rel_names[k]) + 2;
     }
 }
 
@@ -354,14 +412,24 @@ static void take_data_row(tg_session *s, const uint8_t *payload, size_t len)
         free(ver);
     } else if (s->probe.result == 1 && ncols == 3) {
         take_catalog_row(s, &r);
+    } else if (s->probe.result == 2 && ncols == 2) {
+        char *schema = field_dup(&r), *name = field_dup(&r);
+        if (!schema || !name || s->probe.n_rels >= PROBE_MAX_RELS || !probe_rel_add(&s->probe, schema, name))
+            s->probe.rels_overflow = true;
+        free(schema);
+        free(name);
     }
 }
 
 static void probe_done(tg_session *s)
 {
+    if (!s->probe.from_cache)
+        s->probe.rels_known = !s->probe.failed && s->probe.result == 3 && !s->probe.rels_overflow;
+    sessenv_set_rels(&s->env, (const char *const *)s->probe.rel_schemas, (const char *const *)s->probe.rel_names,
+                     s->probe.n_rels, s->probe.rels_known);
     if (!s->probe.got_settings)
         sessenv_set_login_path(&s->env, NULL);   /* unknown */
-    else if (!s->probe.from_cache && !s->probe.failed && s->probe.result == 2 && s->cfg->layout_cache_ttl > 0)
+    else if (!s->probe.from_cache && !s->probe.failed && s->probe.result == 3 && s->cfg->layout_cache_ttl > 0)
         cache_store(s);
     tg_clog(TG_LOG_DEBUG, &s->log, "login probe: search_path %s, helpers %s, %d table layouts%s",
             s->env.effective.known ? "known" : "unknown", s->probe.helpers_ok ? "ok" : "missing",
@@ -540,6 +608,32 @@ const rw_catalog *probe_catalog(sess_probe *p, const tg_policy *policy, uint64_t
     return &p->catalog;
 }
 
+bool probe_rel_add(sess_probe *p, const char *schema, const char *name)
+{
+    if (p->n_rels == p->cap_rels) {
+        int cap = p->cap_rels ? p->cap_rels * 2 : 8;
+        char **s = realloc(p->rel_schemas, (size_t)cap * sizeof(*s));
+        if (!s)
+            return false;
+        p->rel_schemas = s;
+        char **n = realloc(p->rel_names, (size_t)cap * sizeof(*n));
+        if (!n)
+            return false;
+        p->rel_names = n;
+        p->cap_rels = cap;
+    }
+    char *s = strdup(schema), *n = strdup(name);
+    if (!s || !n) {
+        free(s);
+        free(n);
+        return false;
+    }
+    p->rel_schemas[p->n_rels] = s;
+    p->rel_names[p->n_rels] = n;
+    p->n_rels++;
+    return true;
+}
+
 void probe_free(sess_probe *p)
 {
     for (int i = 0; i < p->n; i++) {
@@ -550,5 +644,11 @@ void probe_free(sess_probe *p)
     }
     free(p->tables);
     free(p->entries);
+    for (int i = 0; i < p->n_rels; i++) {
+        free(p->rel_schemas[i]);
+        free(p->rel_names[i]);
+    }
+    free(p->rel_schemas);
+    free(p->rel_names);
     memset(p, 0, sizeof(*p));
 }

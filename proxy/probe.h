@@ -31,6 +31,11 @@ typedef struct sess_probe {
     uint64_t base_version;             /* hash of the columns seen */
     probe_table *tables;
     int n, cap;
+    /* other relations named like watched tables (rw_env.rel_schemas) */
+    char **rel_schemas, **rel_names;
+    int n_rels, cap_rels;
+    bool rels_known;                   /* the whole list arrived (and fits PROBE_MAX_RELS) */
+    bool rels_overflow;                /* more than that, or out of memory on the way */
 } sess_probe;
 
 struct tg_session;
@@ -49,6 +54,8 @@ void probe_cache_stats(const struct tg_runtime *rt, probe_cache_info *out);
 bool probe_needed(const tg_config *cfg);
 void probe_begin(struct tg_session *s);
 void probe_catalog_set(sess_probe *p, const char *schema, const char *table, const char *cols);
+/* One relation named like a watched table that is not one; false out of memory. */
+bool probe_rel_add(sess_probe *p, const char *schema, const char *name);
 /* The catalog with table indexes of `policy` (the one in force, generation
  * gen): tables the probe did not see are left out. */
 const rw_catalog *probe_catalog(sess_probe *p, const tg_policy *policy, uint64_t gen);

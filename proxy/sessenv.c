@@ -192,6 +192,15 @@ void sessenv_free(sessenv *e)
     memset(e, 0, sizeof(*e));
 }
 
+void sessenv_set_rels(sessenv *e, const char *const *schemas, const char *const *names, int n, bool known)
+{
+    e->rel_schemas = schemas;
+    e->rel_names = names;
+    e->n_rels = known ? n : 0;
+    e->rels_known = known;
+    e->dirty = true;
+}
+
 void sessenv_set_login_path(sessenv *e, const char *value)
 {
     sessenv_parse_path(value, &e->login);
@@ -682,6 +691,10 @@ const rw_env *sessenv_env(sessenv *e)
         e->env_temp[i] = e->temp_rels[i];
     env->temp_rels = e->env_temp;
     env->n_temp_rels = e->n_temp;
+    env->rel_schemas = e->rel_schemas;
+    env->rel_names = e->rel_names;
+    env->n_rels = e->n_rels;
+    env->rels_known = e->rels_known;
     env->hash = rw_env_hash(env);
     e->dirty = false;
     return env;

@@ -96,6 +96,11 @@ typedef struct sessenv {
     int n_portals;
     sessenv_stmt_op *ops_head, *ops_tail;   /* oldest first */
     sessenv_stmt_op *spare_op;    /* one kept for the next Parse */
+    /* the login's view of other relations named like watched tables (the
+     * probe owns the strings; see rw_env.rel_schemas) */
+    const char *const *rel_schemas, *const *rel_names;
+    int n_rels;
+    bool rels_known;
 
     /* rw_env built from the above, rebuilt when `dirty` */
     bool dirty;
@@ -106,6 +111,10 @@ typedef struct sessenv {
 
 void sessenv_init(sessenv *e, const char *login_user);
 void sessenv_free(sessenv *e);
+
+/* The relations named like watched tables the login probe found outside the
+ * watched tables (arrays owned by the caller, alive as long as e). */
+void sessenv_set_rels(sessenv *e, const char *const *schemas, const char *const *names, int n, bool known);
 
 /* The search_path value as SHOW prints it (login probe); NULL = unknown. */
 void sessenv_set_login_path(sessenv *e, const char *value);

@@ -69,6 +69,15 @@ typedef struct rw_env {
     int n_path;
     const char *const *temp_rels;/* temp relations of this session named like watched tables */
     int n_temp_rels;
+    /* Other relations named like watched tables (tables, views, foreign and
+     * partitioned tables), as the login saw the catalog: rel_schemas[i] holds
+     * rel_names[i]. With rels_known, an unqualified name on a known path
+     * resolves to the first path schema holding one of them or a watched
+     * table; a write to such a relation is pinned to schema.name, and one
+     * that finds nothing on the path is taken for the watched table. */
+    const char *const *rel_schemas, *const *rel_names;
+    int n_rels;
+    bool rels_known;
     bool std_strings;            /* standard_conforming_strings (ParameterStatus); true by default
                                   * -- a zeroed rw_env means "off": set it. env == NULL means
                                   * path unknown, std_strings on. */

@@ -73,18 +73,27 @@ bool rw_site_begin(rw_ctx *c, rw_site *s, RangeVar *rv)
     s->table = -1;
     if (!rv)
         return false;
-    bool pin;
+    const char *pin;
     int t = rw_resolve(c->pol, c->env, rv->schemaname, rv->relname, &pin);
     if (pin) {
-        /* A temp table shadows the watched one: write pg_temp.name, so that
-         * if the temp table is gone the statement fails, not lands in the
-         * watched table unchecked. */
+        /* A temp table or a look-alike earlier on the path shadows the
+         * watched one: write pg_temp.name / schema.name, so that if the
+         * shadow is gone, or the server's path is not the one we follow (a
+         * function changed it), the statement fails or writes the shadow --
+         * it never lands in the watched table unchecked. */
         if (name_enforced(c->pol, rv->relname)) {
             int i = rw_lex(c) ? rw_tok_at(c, rv->location) : -1;
-            if (i < 0)
+            if (i < 0) {
                 c->failed = true;
-            else
+            } else if (strcmp(pin, "pg_temp") == 0) {
                 rw_splice_add(c, c->tok[i].start, c->tok[i].start, "pg_temp.");
+            } else {
+                rw_buf b;
+                rw_buf_init(&b, &c->a);
+                rw_buf_ident(&b, pin);
+                rw_buf_add(&b, ".", 1);
+                rw_splice_add(c, c->tok[i].start, c->tok[i].start, rw_buf_cstr(&b));
+            }
         }
         return false;
     }

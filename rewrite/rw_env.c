@@ -112,11 +112,16 @@ static size_t env_serialize(const rw_env *env, unsigned char *out, size_t cap)
         n += (l);                                                                                  \
     } while (0)
     unsigned char flags = (unsigned char)((env->path_known ? 1 : 0) | (env->std_strings ? 2 : 0) |
-                                          (env->client_only_encoding ? 4 : 0));
+                                          (env->client_only_encoding ? 4 : 0) | (env->rels_known ? 8 : 0));
     PUT(&flags, 1);
-    for (int pass = 0; pass < 2; pass++) {
-        const char *const *list = pass == 0 ? env->path : env->temp_rels;
-        int cnt = pass == 0 ? (env->path_known ? env->n_path : 0) : env->n_temp_rels;
+    for (int pass = 0; pass < 4; pass++) {
+        const char *const *list = pass == 0   ? env->path
+                                  : pass == 1 ? env->temp_rels
+                                  : pass == 2 ? env->rel_schemas
+                                              : env->rel_names;
+        int cnt = pass == 0 ? (env->path_known ? env->n_path : 0)
+                  : pass == 1 ? env->n_temp_rels
+                              : (env->rels_known ? env->n_rels : 0);
         uint32_t c32 = (uint32_t)cnt;
         PUT(&c32, 4);
         for (int i = 0; i < cnt; i++) {
@@ -184,25 +189,36 @@ static int table_in(const rw_policy *p, const char *schema, const char *name)
     return -1;
 }
 
-int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const char *name, bool *pin)
+static int first_named(const rw_policy *p, const char *name)
 {
-    *pin = false;
+    for (int i = 0; i < p->n_tables; i++)
+        if (strcmp(p->tables[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static bool rel_in(const rw_env *env, const char *schema, const char *name)
+{
+    for (int i = 0; i < env->n_rels; i++)
+        if (strcmp(env->rel_names[i], name) == 0 && strcmp(env->rel_schemas[i], schema) == 0)
+            return true;
+    return false;
+}
+
+int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const char *name, const char **pin)
+{
+    *pin = NULL;
     if (!name)
         return -1;
     if (schema)
         return table_in(p, schema, name);
     if (!rw_name_watched(p, name))
         return -1;
-    if (!env || !env->path_known) {
-        /* Unknown path: the first watched table of that name. */
-        for (int i = 0; i < p->n_tables; i++)
-            if (strcmp(p->tables[i].name, name) == 0)
-                return i;
-        return -1;
-    }
+    if (!env || !env->path_known)
+        return first_named(p, name);   /* unknown path: the watched table */
     bool temp = in_list(env->temp_rels, env->n_temp_rels, name);
     if (temp && !in_list(env->path, env->n_path, "pg_temp")) {
-        *pin = true;              /* pg_temp is implicitly searched first */
+        *pin = "pg_temp";         /* pg_temp is implicitly searched first */
         return -1;
     }
     for (int k = 0; k < env->n_path; k++) {
@@ -211,7 +227,7 @@ int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const 
             continue;
         if (strcmp(s, "pg_temp") == 0) {
             if (temp) {
-                *pin = true;
+                *pin = "pg_temp";
                 return -1;
             }
             continue;
@@ -219,8 +235,16 @@ int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const 
         int t = table_in(p, s, name);
         if (t >= 0)
             return t;
+        if (env->rels_known && rel_in(env, s, name)) {
+            *pin = s;             /* a look-alike: write it by its full name */
+            return -1;
+        }
     }
-    return -1;
+    /* Nothing of that name on the path, as far as the login saw the catalog:
+     * on the server such a write fails (42P01) -- unless something the proxy
+     * cannot see (a function, a view) has changed the path, and then it is
+     * the watched table's. Taken for it, as with an unknown path. */
+    return env->rels_known ? first_named(p, name) : -1;
 }
 
 /* ------------------------------------------------------------ search_path */

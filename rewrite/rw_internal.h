@@ -148,9 +148,13 @@ int rw_mask_first(const rw_policy *p, uint64_t mask);
 /* --------------------------------------------------------------- names/env */
 
 /* Which watched table, if any, an unqualified/qualified name means under env.
- * Returns the table index, or -1 (not watched). *pin is set when the name
- * resolves to a temp shadow and must be written pg_temp.name. */
-int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const char *name, bool *pin);
+ * Returns the table index, or -1 (not watched). *pin is set to a schema when
+ * the name resolves to another relation named like a watched table -- a temp
+ * shadow ("pg_temp") or a look-alike earlier on the path -- and a write must
+ * name it schema.name: if the server's path is not what the proxy believes,
+ * the statement then fails or writes that relation, never the watched table
+ * unchecked. */
+int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const char *name, const char **pin);
 
 /* Any watched table called `name` (in any schema)? */
 bool rw_name_watched(const rw_policy *p, const char *name);

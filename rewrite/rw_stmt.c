@@ -380,7 +380,7 @@ static void drop_stmt(rw_ctx *c, DropStmt *d)
 
 static int watched_rel(rw_ctx *c, RangeVar *rv)
 {
-    bool pin;
+    const char *pin;
     return rv ? rw_resolve(c->pol, c->env, rv->schemaname, rv->relname, &pin) : -1;
 }
 

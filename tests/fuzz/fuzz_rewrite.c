@@ -12,6 +12,8 @@
  *   flags & 0x10  client-only encoding (SJIS ...)
  *   flags & 0x20  observe mode instead of enforce
  *   flags & 0x40  a catalog (column order) for positional INSERTs
+ *   flags & 0x80  the login's look-alikes are known: other.policies and
+ *                 a.findings when bit 0x04 is set too, else none
  *
  * What must hold, else abort() (a crash for libFuzzer):
  *   - RW_REPLACE and RW_REJECT texts parse with libpg_query;
@@ -248,6 +250,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         env.temp_rels = temp_names;
         env.n_temp_rels = 1;
         break;
+    }
+    /* With the fuzzed path (case 2): the login knew look-alikes in two of
+     * the schemas it may name, or knew there were none. */
+    static const char *const rel_schemas[] = {"other", "a"}, *const rel_names[] = {"policies", "findings"};
+    if (flags & 0x80) {
+        env.rels_known = true;
+        env.rel_schemas = rel_schemas;
+        env.rel_names = rel_names;
+        env.n_rels = (flags & 0x04) ? 2 : 0;
     }
     env.hash = rw_env_hash(&env);
 

@@ -274,6 +274,22 @@ case("NAME temp first listed", 'UPDATE "policies" SET tenant_id = 5', R, env="pa
      has=['UPDATE pg_temp."policies" SET tenant_id = 5'])
 case("NAME temp qualified public", "INSERT INTO public.policies (tenant_id, name) VALUES (1, 'a')", R,
      env="path=public|temp=policies", has=["ws_derive"])
+case("NAME look-alike on the path pinned", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
+     env="path=other|rel=other.policies", events="", has=['INSERT INTO "other".policies (tenant_id, name)'])
+case("NAME look-alike quoted name pinned", 'UPDATE "policies" SET tenant_id = 5', R,
+     env="path=other,public|rel=other.policies", events="", has=['UPDATE "other"."policies" SET tenant_id = 5'])
+case("NAME look-alike after the watched one", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
+     env="path=public,other|rel=other.policies", has=["ws_derive"])
+case("NAME look-alike of another name", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
+     env="path=other|rel=other.findings", has=["ws_derive"])
+case("NAME nothing on the path is the watched table", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
+     env="path=other|rels", has=["ws_derive"])
+case("NAME nothing on the path, look-alikes unknown", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", P,
+     env="path=other", events="")
+case("NAME look-alike in observe mode is not pinned", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", P,
+     env="path=other|rel=other.policies", mode="observe", events="")
+case("NAME temp before a look-alike", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
+     env="path=other|temp=policies|rel=other.policies", has=["INSERT INTO pg_temp.policies"])
 case("NAME explicit pg_temp", "INSERT INTO pg_temp.policies (tenant_id, name) VALUES (1, 'a')", P, events="")
 case("NAME look-alike quoted", 'INSERT INTO "Policies" (tenant_id, name) VALUES (1, \'a\')', P, events="")
 case("NAME other schema", "INSERT INTO other.policies (tenant_id, name) VALUES (1, 'a')", P, events="")
@@ -494,6 +510,10 @@ def run_case(rw, c):
                 args += ["--path", item[5:]]
             elif item.startswith("temp="):
                 args += ["--temp", item[5:]]
+            elif item.startswith("rel="):
+                args += ["--rel", item[4:]]
+            elif item == "rels":
+                args += ["--rels-known"]
             elif item == "std=off":
                 args += ["--std-strings", "off"]
             elif item == "coe":

@@ -14,6 +14,8 @@
  *   --table-mode NAME=MODE            one table (by name) in this mode
  *   --path "a,b"              search_path known to be these schemas ("" = empty); default unknown
  *   --temp NAME               a temp table of the session named like a watched table (repeatable)
+ *   --rel SCHEMA.NAME         another relation named like a watched table (repeatable); with it or
+ *   --rels-known              the login's catalog of such relations is known (rw_env.rels_known)
  *   --std-strings on|off      standard_conforming_strings (default on)
  *   --client-only-encoding    the client encoding is SJIS/BIG5/GBK/UHC/GB18030
  *   --extended                a Parse text (default: a simple Query)
@@ -110,6 +112,7 @@ static json_t *decision_json(const tg_policy *pol, const rw_decision *d)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: rwtool [-c INI] [--mode M] [--table-mode NAME=M] [--path LIST] [--temp NAME]\n"
+                 "              [--rel SCHEMA.NAME] [--rels-known]\n"
                  "              [--std-strings on|off] [--client-only-encoding] [--extended]\n"
                  "              [--catalog NAME=c1,c2] [FILE|-]\n"
                  "       rwtool --render-helpers [-c INI]\n"
@@ -118,18 +121,21 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    enum { O_MODE = 256, O_TMODE, O_PATH, O_TEMP, O_STD, O_COE, O_EXT, O_CAT, O_RENDER, O_SELFTEST };
+    enum { O_MODE = 256, O_TMODE, O_PATH, O_TEMP, O_STD, O_COE, O_EXT, O_CAT, O_RENDER, O_SELFTEST, O_REL,
+           O_RELS_KNOWN };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"mode", required_argument, NULL, O_MODE},
         {"table-mode", required_argument, NULL, O_TMODE}, {"path", required_argument, NULL, O_PATH},
         {"temp", required_argument, NULL, O_TEMP}, {"std-strings", required_argument, NULL, O_STD},
         {"client-only-encoding", no_argument, NULL, O_COE}, {"extended", no_argument, NULL, O_EXT},
         {"catalog", required_argument, NULL, O_CAT}, {"render-helpers", no_argument, NULL, O_RENDER},
-        {"selftest", no_argument, NULL, O_SELFTEST}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+        {"selftest", no_argument, NULL, O_SELFTEST}, {"rel", required_argument, NULL, O_REL},
+        {"rels-known", no_argument, NULL, O_RELS_KNOWN}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     const char *ini = NULL, *mode = NULL, *path = NULL;
-    const char *tmodes[MAX_LIST], *temps[MAX_LIST], *cats[MAX_LIST];
-    int n_tmodes = 0, n_temps = 0, n_cats = 0;
-    bool std = true, coe = false, render = false;
+    const char *tmodes[MAX_LIST], *temps[MAX_LIST], *cats[MAX_LIST], *rel_s[MAX_LIST], *rel_n[MAX_LIST];
+    char rel_buf[MAX_LIST][130];
+    int n_tmodes = 0, n_temps = 0, n_cats = 0, n_rels = 0;
+    bool std = true, coe = false, render = false, rels_known = false;
     rw_proto proto = RW_PROTO_SIMPLE;
     int ch;
     while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -143,6 +149,21 @@ int main(int argc, char **argv)
         case O_COE: coe = true; break;
         case O_EXT: proto = RW_PROTO_EXTENDED; break;
         case O_CAT: if (n_cats < MAX_LIST) cats[n_cats++] = optarg; break;
+        case O_RELS_KNOWN: rels_known = true; break;
+        case O_REL: {
+            char *dot = strchr(optarg, '.');
+            if (!dot || n_rels == MAX_LIST || strlen(optarg) >= sizeof(rel_buf[0])) {
+                fprintf(stderr, "rwtool: bad --rel %s (SCHEMA.NAME)\n", optarg);
+                return 64;
+            }
+            strcpy(rel_buf[n_rels], optarg);
+            rel_buf[n_rels][dot - optarg] = '\0';
+            rel_s[n_rels] = rel_buf[n_rels];
+            rel_n[n_rels] = rel_buf[n_rels] + (dot - optarg) + 1;
+            n_rels++;
+            rels_known = true;
+            break;
+        }
         case O_RENDER: render = true; break;
         case O_SELFTEST: {
             const char *err = rw_selftest();
@@ -214,6 +235,10 @@ int main(int argc, char **argv)
     }
     env.temp_rels = temps;
     env.n_temp_rels = n_temps;
+    env.rel_schemas = rel_s;
+    env.rel_names = rel_n;
+    env.n_rels = n_rels;
+    env.rels_known = rels_known;
     env.std_strings = std;
     env.client_only_encoding = coe;
     env.hash = rw_env_hash(&env);

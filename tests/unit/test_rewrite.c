@@ -76,6 +76,7 @@ typedef struct env_hold {
     char **path;
     int n_path;
     const char *temps[8];
+    const char *rel_s[8], *rel_n[8];
 } env_hold;
 
 static const rw_env *env_for(const char *spec, env_hold *h)
@@ -96,6 +97,15 @@ static const rw_env *env_for(const char *spec, env_hold *h)
             h->env.n_path = h->n_path;
         } else if (strncmp(tok, "temp=", 5) == 0) {
             h->temps[h->env.n_temp_rels++] = strdup(tok + 5);
+        } else if (strncmp(tok, "rel=", 4) == 0) {   /* rel=schema.name: a look-alike */
+            char *r = strdup(tok + 4), *dot = r ? strchr(r, '.') : NULL;
+            assert_non_null(dot);
+            *dot = '\0';
+            h->rel_s[h->env.n_rels] = r;
+            h->rel_n[h->env.n_rels++] = dot + 1;
+            h->env.rels_known = true;
+        } else if (strcmp(tok, "rels") == 0) {   /* the login's catalog of look-alikes: none */
+            h->env.rels_known = true;
         } else if (strcmp(tok, "std=off") == 0) {
             h->env.std_strings = false;
         } else if (strcmp(tok, "coe") == 0) {
@@ -105,6 +115,8 @@ static const rw_env *env_for(const char *spec, env_hold *h)
         }
     }
     h->env.temp_rels = h->temps;
+    h->env.rel_schemas = h->rel_s;
+    h->env.rel_names = h->rel_n;
     h->env.hash = rw_env_hash(&h->env);
     return &h->env;
 }
@@ -114,6 +126,8 @@ static void env_release(env_hold *h)
     rw_split_path_free(h->path, h->n_path);
     for (int i = 0; i < h->env.n_temp_rels; i++)
         free((char *)h->temps[i]);
+    for (int i = 0; i < h->env.n_rels; i++)
+        free((char *)h->rel_s[i]);
 }
 
 typedef struct cat_hold {
