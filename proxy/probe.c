@@ -126,11 +126,14 @@ static char *catalog_sql(const tg_policy *p)
     }
     evbuffer_add_printf(b, ") GROUP BY 1, 2;");
     /* The look-alikes: other tables, views, foreign and partitioned tables
-     * of those names, temp schemas aside (the session follows its own). */
+     * of those names, temp schemas aside (the session follows its own), in
+     * schemas this user may use -- the server's name lookup skips the others,
+     * so they are not on its path. */
     evbuffer_add_printf(b,
         "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
         "WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,f}'::pg_catalog.\"char\"[]) "
+        "AND pg_catalog.has_schema_privilege(n.oid, 'USAGE') "
         "AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast_)?temp_' AND c.relname IN (");
     for (int i = 0; i < p->n_tables; i++) {
         if (i)
@@ -510,7 +513,9 @@ void probe_begin(tg_session *s)
     if (sql && cat) {
         char port[16];
         snprintf(port, sizeof(port), "%d", s->cfg->server_port);
-        s->probe.cache_key = fnv(fnv(fnv(1469598103934665603ULL, s->cfg->server_host), port), cat);
+        /* The user too: which look-alikes count depends on its schema privileges. */
+        s->probe.cache_key = fnv(fnv(fnv(fnv(1469598103934665603ULL, s->cfg->server_host), port), cat),
+                                 s->cl.user ? s->cl.user : "");
         s->probe.from_cache = cache_use(s);
         if (!s->probe.from_cache) {
             char *both = malloc(strlen(sql) + strlen(cat) + 1);

@@ -459,6 +459,25 @@ def test_a_lookalike_created_after_login_fails_closed(conn, sdata):
             d.execute("DROP SCHEMA late CASCADE")
 
 
+def test_a_lookalike_in_a_schema_without_usage_is_not_on_the_path(proxy_factory, sdata):
+    """The server's name lookup skips a schema the user may not use: a look-alike there is
+    not on the path, and the write is the watched table's -- enforced, not pinned to a
+    relation the server would refuse."""
+    with sdata.direct(user="postgres") as d:
+        d.execute("CREATE SCHEMA hidden")
+        d.execute("CREATE TABLE hidden.policies (id bigserial PRIMARY KEY, tenant_id bigint, name text)")
+    try:
+        p = proxy_factory({"mode": "enforce", "layout_cache_ttl": 0})   # its login sees `hidden`
+        with psycopg.connect(p.dsn(db=sdata.name), autocommit=True) as c:
+            ok(simple(c, "SET search_path = hidden, public"))
+            rejected(simple(c, BAD.format("hidden-bad")), "42501", R2.format(w=1, t=3, tw=2))
+            ok(simple(c, BARE.format("hidden")))
+        assert watched(sdata) == [(3, 2, "hidden")]
+    finally:
+        with sdata.direct(user="postgres") as d:
+            d.execute("DROP SCHEMA hidden CASCADE")
+
+
 MANY = 257   # one more relation named like a watched table than a login keeps (PROBE_MAX_RELS)
 
 
