@@ -87,9 +87,27 @@ static char *evbuffer_to_string(struct evbuffer *b)
     return sql;
 }
 
-/* The probe's statements, neither of which can fail: the settings, and the
- * columns of the watched tables (index lookups by oid; no table of the
- * policy need exist). */
+/* The probe's statements, none of which can fail: the settings, the columns
+ * of the watched tables (index lookups; no table of the policy need exist)
+ * and the look-alikes. They run under the client's search_path, so every
+ * operator is pg_catalog's by name: a role's own `=` on type name earlier on
+ * its path must not make the probe fail or lie. */
+
+/* (n.nspname = 'public' AND c.relname = 'policies') OR ... for every watched table. */
+static void append_watched_pairs(struct evbuffer *b, const tg_policy *p)
+{
+    evbuffer_add(b, "(", 1);
+    for (int i = 0; i < p->n_tables; i++) {
+        evbuffer_add_printf(b, "%s(n.nspname OPERATOR(pg_catalog.=) ", i ? " OR " : "");
+        append_literal(b, p->tables[i].schema);
+        evbuffer_add_printf(b, "::pg_catalog.name AND c.relname OPERATOR(pg_catalog.=) ");
+        append_literal(b, p->tables[i].name);
+        evbuffer_add_printf(b, "::pg_catalog.name)");
+    }
+    if (p->n_tables == 0)
+        evbuffer_add_printf(b, "false");
+    evbuffer_add(b, ")", 1);
+}
 static char *settings_sql(const tg_policy *p)
 {
     struct evbuffer *b = evbuffer_new();
@@ -115,16 +133,9 @@ static char *catalog_sql(const tg_policy *p)
         "ORDER BY a.attnum) FROM pg_catalog.pg_class c "
         "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid "
-        "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped "
-        "WHERE (n.nspname::pg_catalog.text, c.relname::pg_catalog.text) IN (");
-    for (int i = 0; i < p->n_tables; i++) {
-        evbuffer_add_printf(b, "%s(", i ? "," : "");
-        append_literal(b, p->tables[i].schema);
-        evbuffer_add(b, ",", 1);
-        append_literal(b, p->tables[i].name);
-        evbuffer_add(b, ")", 1);
-    }
-    evbuffer_add_printf(b, ") GROUP BY 1, 2;");
+        "AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped WHERE ");
+    append_watched_pairs(b, p);
+    evbuffer_add_printf(b, " GROUP BY 1, 2;");
     /* The look-alikes: other tables, views, foreign and partitioned tables
      * of those names, temp schemas aside (the session follows its own), in
      * schemas this user may use -- the server's name lookup skips the others,
@@ -134,21 +145,16 @@ static char *catalog_sql(const tg_policy *p)
         "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
         "WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,f}'::pg_catalog.\"char\"[]) "
         "AND pg_catalog.has_schema_privilege(n.oid, 'USAGE') "
-        "AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast_)?temp_' AND c.relname IN (");
+        "AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(toast_)?temp_' "
+        "AND c.relname OPERATOR(pg_catalog.=) ANY (ARRAY[");
     for (int i = 0; i < p->n_tables; i++) {
         if (i)
             evbuffer_add(b, ",", 1);
         append_literal(b, p->tables[i].name);
     }
-    evbuffer_add_printf(b, ") AND (n.nspname::pg_catalog.text, c.relname::pg_catalog.text) NOT IN (");
-    for (int i = 0; i < p->n_tables; i++) {
-        evbuffer_add_printf(b, "%s(", i ? "," : "");
-        append_literal(b, p->tables[i].schema);
-        evbuffer_add(b, ",", 1);
-        append_literal(b, p->tables[i].name);
-        evbuffer_add(b, ")", 1);
-    }
-    evbuffer_add_printf(b, ") LIMIT %d", PROBE_MAX_RELS + 1);
+    evbuffer_add_printf(b, "]::pg_catalog.name[]) AND NOT ");
+    append_watched_pairs(b, p);
+    evbuffer_add_printf(b, " LIMIT %d", PROBE_MAX_RELS + 1);
     return evbuffer_to_string(b);
 }
 

@@ -329,8 +329,8 @@ static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const cha
     if (stale_execute(s, d, &stale_name)) {
         char msg[256];
         snprintf(msg, sizeof(msg),
-                 "tenantguard: prepared statement \"%.64s\" was prepared before the current "
-                 "enforcement policy and would now be rewritten; prepare it again", stale_name);
+                 "tenantguard: prepared statement \"%.64s\" was prepared under another enforcement "
+                 "policy or search_path and would now be rewritten; prepare it again", stale_name);
         own_reject(c, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, msg, -1, RW_RULE_STALE_PREPARED);
         record_violation(s, -1, RW_RULE_STALE_PREPARED, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, false);
         *out_len = sizeof(own_reject_sql) - 1;
@@ -343,7 +343,10 @@ static const char *decide(tg_session *s, track_ctx *c, rw_proto proto, const cha
         has_effect(d, RW_FX_PREPARE))
         c->text = strndup(text, len);
     if (d->action == RW_REPLACE) {
-        c->rewritten = true;
+        /* A pinned name depends on the search_path it was decided under: a
+         * statement prepared with one is decided again, like one sent as
+         * is, when the path changes (prepared_is_stale). */
+        c->rewritten = !(d->flags & RW_F_PINNED);
         *out_len = d->len;
         return d->text;
     }
@@ -523,8 +526,8 @@ int relay_bind(tg_session *s, const pgf_header *h, struct evbuffer *in, const ui
     }
     char msg[256];
     snprintf(msg, sizeof(msg),
-             "tenantguard: prepared statement \"%.64s\" was prepared before the current enforcement "
-             "policy and would now be rewritten; prepare it again", stmt);
+             "tenantguard: prepared statement \"%.64s\" was prepared under another enforcement "
+             "policy or search_path and would now be rewritten; prepare it again", stmt);
     own_reject(c, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, msg, -1, RW_RULE_STALE_PREPARED);
     record_violation(s, -1, RW_RULE_STALE_PREPARED, TG_SQLSTATE_FEATURE_NOT_SUPPORTED, NULL, false);
     if (push(s, PG_FE_BIND, false, c) != 0)

@@ -71,10 +71,10 @@ typedef struct rw_env {
     int n_temp_rels;
     /* Other relations named like watched tables (tables, views, foreign and
      * partitioned tables), as the login saw the catalog: rel_schemas[i] holds
-     * rel_names[i]. With rels_known, an unqualified name on a known path
-     * resolves to the first path schema holding one of them or a watched
-     * table; a write to such a relation is pinned to schema.name, and one
-     * that finds nothing on the path is taken for the watched table. */
+     * rel_names[i]. An unqualified name on a known path resolves to the first
+     * path schema holding a watched table or (with rels_known) one of these;
+     * a write to such a look-alike is pinned to schema.name, and one that
+     * finds nothing on the path is taken for the watched table. */
     const char *const *rel_schemas, *const *rel_names;
     int n_rels;
     bool rels_known;
@@ -216,6 +216,8 @@ typedef struct rw_effect {
 #define RW_F_WATCHED_WRITE  0x04u   /* writes a watched table (Parse: remember per statement) */
 #define RW_F_CACHED         0x08u   /* answered from the cache */
 #define RW_F_OBSERVED       0x10u   /* observe mode: events say what enforce would do */
+#define RW_F_PINNED         0x20u   /* a name is written schema.name for its shadow: the text depends on
+                                     * the search_path it was decided under */
 
 typedef struct rw_decision {
     rw_action action;

@@ -353,6 +353,8 @@ rw_blob *rw_decide_parsed(const rw_policy *p, const rw_env *env, const rw_catalo
     }
     if (c.watched_write)
         o.flags |= RW_F_WATCHED_WRITE;
+    if (c.pinned)
+        o.flags |= RW_F_PINNED;
     if (c.observed)
         o.flags |= RW_F_OBSERVED;
     b = blob_build(&c, &o);

@@ -66,6 +66,32 @@ static bool name_enforced(const rw_policy *p, const char *name)
     return false;
 }
 
+void rw_pin_name(rw_ctx *c, const RangeVar *rv, const char *pin)
+{
+    /* A temp table or a look-alike earlier on the path shadows the watched
+     * one: write pg_temp.name / schema.name, so that if the shadow is gone,
+     * or the server's path is not the one we follow (a function changed it),
+     * the statement fails or acts on the shadow -- it never reaches the
+     * watched table unchecked. */
+    if (!pin || !name_enforced(c->pol, rv->relname))
+        return;
+    int i = rw_lex(c) ? rw_tok_at(c, rv->location) : -1;
+    if (i < 0) {
+        c->failed = true;
+        return;
+    }
+    if (strcmp(pin, "pg_temp") == 0) {
+        rw_splice_add(c, c->tok[i].start, c->tok[i].start, "pg_temp.");
+    } else {
+        rw_buf b;
+        rw_buf_init(&b, &c->a);
+        rw_buf_ident(&b, pin);
+        rw_buf_add(&b, ".", 1);
+        rw_splice_add(c, c->tok[i].start, c->tok[i].start, rw_buf_cstr(&b));
+    }
+    c->pinned = true;
+}
+
 bool rw_site_begin(rw_ctx *c, rw_site *s, RangeVar *rv)
 {
     memset(s, 0, sizeof(*s));
@@ -76,25 +102,7 @@ bool rw_site_begin(rw_ctx *c, rw_site *s, RangeVar *rv)
     const char *pin;
     int t = rw_resolve(c->pol, c->env, rv->schemaname, rv->relname, &pin);
     if (pin) {
-        /* A temp table or a look-alike earlier on the path shadows the
-         * watched one: write pg_temp.name / schema.name, so that if the
-         * shadow is gone, or the server's path is not the one we follow (a
-         * function changed it), the statement fails or writes the shadow --
-         * it never lands in the watched table unchecked. */
-        if (name_enforced(c->pol, rv->relname)) {
-            int i = rw_lex(c) ? rw_tok_at(c, rv->location) : -1;
-            if (i < 0) {
-                c->failed = true;
-            } else if (strcmp(pin, "pg_temp") == 0) {
-                rw_splice_add(c, c->tok[i].start, c->tok[i].start, "pg_temp.");
-            } else {
-                rw_buf b;
-                rw_buf_init(&b, &c->a);
-                rw_buf_ident(&b, pin);
-                rw_buf_add(&b, ".", 1);
-                rw_splice_add(c, c->tok[i].start, c->tok[i].start, rw_buf_cstr(&b));
-            }
-        }
+        rw_pin_name(c, rv, pin);
         return false;
     }
     if (t < 0)

@@ -240,11 +240,14 @@ int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const 
             return -1;
         }
     }
-    /* Nothing of that name on the path, as far as the login saw the catalog:
-     * on the server such a write fails (42P01) -- unless something the proxy
-     * cannot see (a function, a view) has changed the path, and then it is
-     * the watched table's. Taken for it, as with an unknown path. */
-    return env->rels_known ? first_named(p, name) : -1;
+    /* Nothing of that name on the path, as far as the login saw the catalog
+     * (or the login could not list the look-alikes: then none are pinned and
+     * every one counts as nowhere): on the server such a write fails (42P01)
+     * or reaches a look-alike -- unless something the proxy cannot see (a
+     * function, a view) has changed the path, and then it is the watched
+     * table's. Taken for it, as with an unknown path: at worst a statement
+     * fails, never does a write pass unchecked. */
+    return first_named(p, name);
 }
 
 /* ------------------------------------------------------------ search_path */

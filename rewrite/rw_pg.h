@@ -96,6 +96,7 @@ typedef struct rw_ctx {
     int nfx, capfx;
     bool observed;
     bool watched_write;
+    bool pinned;                  /* a name was pinned to its shadow (RW_F_PINNED) */
     bool failed;                  /* internal inconsistency: fail closed */
 } rw_ctx;
 
@@ -178,6 +179,9 @@ typedef struct rw_site {
 } rw_site;
 
 bool rw_site_begin(rw_ctx *c, rw_site *s, RangeVar *rv);
+/* Write rv as pin.name (a shadow's schema from rw_resolve) when its name is
+ * an enforced watched table's; nothing when pin is NULL. */
+void rw_pin_name(rw_ctx *c, const RangeVar *rv, const char *pin);
 void rw_site_end(rw_site *s);
 void rw_site_rewritten(rw_site *s, rw_rule rule);
 /* 42501 (a rule) or 0A000 (RW_RULE_FORM): enforce rejects the statement,

@@ -378,10 +378,17 @@ static void drop_stmt(rw_ctx *c, DropStmt *d)
     }
 }
 
+/* DDL on a name: the watched table it means, or -1. A name that means a
+ * shadow is pinned to it, as a write's is: ALTER TABLE policies RENAME on a
+ * path where policies is other.policies must not rename the watched table
+ * should the server's path have moved unseen. */
 static int watched_rel(rw_ctx *c, RangeVar *rv)
 {
     const char *pin;
-    return rv ? rw_resolve(c->pol, c->env, rv->schemaname, rv->relname, &pin) : -1;
+    int t = rv ? rw_resolve(c->pol, c->env, rv->schemaname, rv->relname, &pin) : -1;
+    if (rv && pin)
+        rw_pin_name(c, rv, pin);
+    return t;
 }
 
 static void rename_stmt(rw_ctx *c, RenameStmt *r)

@@ -22,8 +22,8 @@ import tgtest
 from tgtest import simple, simple_all
 
 R2 = "tenantguard: workspace_id {w} does not match tenant {t} (workspace {tw}) on policies (R2)"
-STALE = ('tenantguard: prepared statement "{}" was prepared before the current enforcement policy and would now '
-         'be rewritten; prepare it again')
+STALE = ('tenantguard: prepared statement "{}" was prepared under another enforcement policy or search_path and '
+         'would now be rewritten; prepare it again')
 HELPERS = ("tenantguard: enforcement needs tenantguard's SQL helpers in schema tenantguard, which are missing or of "
            "another version; run: tenantguard migrate --phase 1")
 UNPARSED = re.compile(r"tenantguard: statement could not be parsed \(at offset \d+\) and may write a watched table; "

@@ -481,29 +481,99 @@ def test_a_lookalike_in_a_schema_without_usage_is_not_on_the_path(proxy_factory,
 MANY = 257   # one more relation named like a watched table than a login keeps (PROBE_MAX_RELS)
 
 
-def test_function_changes_the_path_phase3_backstop(proxy_factory, sdata):
-    """With more look-alikes than a login keeps, the proxy resolves names as before it knew
-    any, and a path changed inside a function is beyond its sight again: phase 3's NOT NULL
-    check (added by `migrate --phase 3`, here by hand) refuses the write that slipped by
-    unbound, and it stores nothing."""
+def test_more_lookalikes_than_a_login_keeps_fail_closed(proxy_factory, sdata):
+    """With more look-alikes than a login keeps, none is pinned and a name is the watched
+    table's wherever the path finds no watched table: a path changed inside a function
+    still cannot send a write there unchecked."""
     with sdata.direct() as d:
         d.execute("DO $$ BEGIN FOR i IN 1..%d LOOP EXECUTE format('CREATE SCHEMA many%%s AUTHORIZATION app; "
                   "CREATE VIEW many%%s.policies AS SELECT 1 AS x', i, i); END LOOP; END $$" % MANY)
-        d.execute("ALTER TABLE public.policies ADD CONSTRAINT policies_workspace_id_not_null "
-                  "CHECK (workspace_id IS NOT NULL) NOT VALID")
     p = proxy_factory({"mode": "enforce", "layout_cache_ttl": 0})
     try:
         with psycopg.connect(p.dsn(db=sdata.name), autocommit=True) as c:
             _other_then(c)
             ok(simple(c, "SELECT other.to_public()"))
-            out = simple(c, BARE.format("via-function"))
-            assert out.sqlstate == "23514" and "policies_workspace_id_not_null" in out.message, out
-            assert [r for r in watched(sdata) if r[2] == "via-function"] == []
+            rejected(simple(c, BAD.format("via-function")), "42501", R2.format(w=1, t=3, tw=2))
+            ok(simple(c, BARE.format("via-function")))
+        assert watched(sdata) == [(3, 2, "via-function")]
+    finally:
+        with sdata.direct() as d:
+            d.execute("DO $$ BEGIN FOR i IN 1..%d LOOP EXECUTE format('DROP SCHEMA many%%s CASCADE', i); "
+                      "END LOOP; END $$" % MANY)
+
+
+def test_a_function_writing_the_watched_table_phase3_backstop(conn, sdata):
+    """A write inside a function body is beyond the proxy's sight: phase 3's NOT NULL check
+    (added by `migrate --phase 3`, here by hand) refuses the row that arrives unbound, and
+    nothing is stored."""
+    with sdata.direct() as d:
+        d.execute("CREATE FUNCTION other.write_policy() RETURNS void LANGUAGE sql AS "
+                  "$$ INSERT INTO public.policies (tenant_id, name) VALUES (3, 'via-function') $$")
+        d.execute("ALTER TABLE public.policies ADD CONSTRAINT policies_workspace_id_not_null "
+                  "CHECK (workspace_id IS NOT NULL) NOT VALID")
+    try:
+        out = simple(conn, "SELECT other.write_policy()")
+        assert out.sqlstate == "23514" and "policies_workspace_id_not_null" in out.message, out
+        assert watched(sdata) == []
     finally:
         with sdata.direct() as d:
             d.execute("ALTER TABLE public.policies DROP CONSTRAINT policies_workspace_id_not_null")
-            d.execute("DO $$ BEGIN FOR i IN 1..%d LOOP EXECUTE format('DROP SCHEMA many%%s CASCADE', i); "
-                      "END LOOP; END $$" % MANY)
+            d.execute("DROP FUNCTION other.write_policy()")
+
+
+def test_ddl_on_a_lookalike_is_pinned_too(conn, sdata):
+    """ALTER TABLE on the name the path gives a look-alike acts on the look-alike even after
+    an unseen path change -- it never renames or retypes the watched table."""
+    _other_then(conn)
+    ok(simple(conn, "SELECT other.to_public()"))
+    ok(simple(conn, "ALTER TABLE policies RENAME TO escaped"))
+    try:
+        with sdata.direct() as d:
+            names = [r[0] for r in d.execute("SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n "
+                                             "ON n.oid = c.relnamespace WHERE c.relname IN ('policies', 'escaped') "
+                                             "AND c.relkind = 'r' ORDER BY 1").fetchall()]
+        assert names == ["other.escaped", "public.policies"]
+    finally:
+        with sdata.direct() as d:
+            d.execute("ALTER TABLE IF EXISTS other.escaped RENAME TO policies")
+
+
+def test_a_role_operator_cannot_blind_the_login_probe(proxy_factory, sdata):
+    """The probe runs under the client's search_path: an `=` on type name of the role's own,
+    ahead of pg_catalog, must neither fail it nor change what it finds."""
+    with sdata.direct() as d:
+        d.execute("CREATE FUNCTION attacker.boom(name, name) RETURNS boolean LANGUAGE plpgsql AS "
+                  "$$ BEGIN RAISE EXCEPTION 'boom'; END $$")
+        d.execute("CREATE OPERATOR attacker.= (LEFTARG = name, RIGHTARG = name, FUNCTION = attacker.boom)")
+    p = proxy_factory({"mode": "enforce", "layout_cache_ttl": 0})
+    try:
+        with psycopg.connect(p.dsn(db=sdata.name), autocommit=True,
+                             options="-c search_path=attacker,pg_catalog,public") as c:
+            _other_then(c)
+            ok(simple(c, "SELECT other.to_public()"))
+            ok(simple(c, BAD.format("hijack")))          # pinned: it is the decoy's
+        assert watched(sdata) == []
+        assert decoy(sdata) == [(3, 1, "hijack")]
+        assert "login probe failed" not in p.log()
+    finally:
+        with sdata.direct() as d:
+            d.execute("DROP OPERATOR attacker.= (name, name)")
+            d.execute("DROP FUNCTION attacker.boom(name, name)")
+
+
+def test_a_pinned_prepared_statement_is_decided_again_on_a_new_path(conn, sdata):
+    """A statement prepared while the path pinned it to other.policies is not run against
+    other.policies once the path has changed: PostgreSQL would look the name up again, so
+    the proxy decides it again -- and refuses it, to be prepared anew."""
+    _other_then(conn)
+    conn.execute(BARE.format("%s").replace("'%s'", "%s"), ("prepared-1",), prepare=True)
+    conn.execute(BARE.format("%s").replace("'%s'", "%s"), ("prepared-2",), prepare=True)
+    ok(simple(conn, "SET search_path = public"))
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+        conn.execute(BARE.format("%s").replace("'%s'", "%s"), ("prepared-3",), prepare=True)
+    assert "prepared under another enforcement policy or search_path" in e.value.diag.message_primary
+    assert decoy(sdata) == [(3, None, "prepared-1"), (3, None, "prepared-2")]
+    assert watched(sdata) == []
 
 
 def test_fastpath_function_call_changes_the_path(eproxy, sdata):

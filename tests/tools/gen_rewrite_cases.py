@@ -261,9 +261,10 @@ case("POS audit", "INSERT INTO audit_logs VALUES (DEFAULT, 3, NULL, 'me', 'act')
 
 # ---------------------------------------------------- names and environment
 case("NAME path public", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env="path=public")
-case("NAME path other", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", P, env="path=other", events="")
+case("NAME path other", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env="path=other",
+     has=["ws_derive"])
 case("NAME path other then public", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env="path=other,public")
-case("NAME path empty", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", P, env="path=")
+case("NAME path empty", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env="path=", has=["ws_derive"])
 case("NAME path quoted", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env='path="$user",public')
 case("NAME temp path unknown", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env="temp=policies")
 case("NAME temp shadow pinned", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R, env="path=public|temp=policies",
@@ -284,8 +285,18 @@ case("NAME look-alike of another name", "INSERT INTO policies (tenant_id, name) 
      env="path=other|rel=other.findings", has=["ws_derive"])
 case("NAME nothing on the path is the watched table", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
      env="path=other|rels", has=["ws_derive"])
-case("NAME nothing on the path, look-alikes unknown", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", P,
-     env="path=other", events="")
+case("NAME nothing on the path, look-alikes unknown", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,
+     env="path=other|temp=findings", has=["ws_derive"])
+case("NAME look-alike renamed: pinned", "ALTER TABLE policies RENAME TO escaped", R,
+     env="path=other|rel=other.policies", events="", flags=["pinned"], has=['ALTER TABLE "other".policies RENAME'])
+case("NAME look-alike column type: pinned", "ALTER TABLE policies ALTER COLUMN workspace_id TYPE bigint USING 1", R,
+     env="path=other|rel=other.policies", events="", flags=["pinned"])
+case("NAME look-alike to another schema: pinned", "ALTER TABLE policies SET SCHEMA x", R,
+     env="path=other|rel=other.policies", events="", flags=["pinned"])
+case("NAME rename found nowhere is the watched table's", "ALTER TABLE policies RENAME TO escaped", J,
+     env="path=other|rels", sqlstate="0A000")
+case("NAME temp shadow renamed: pinned", "ALTER TABLE policies RENAME TO t2", R,
+     env="path=public|temp=policies", events="", flags=["pinned"], has=["ALTER TABLE pg_temp.policies RENAME"])
 case("NAME look-alike in observe mode is not pinned", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", P,
      env="path=other|rel=other.policies", mode="observe", events="")
 case("NAME temp before a look-alike", "INSERT INTO policies (tenant_id, name) VALUES (1, 'a')", R,

@@ -79,7 +79,8 @@ static json_t *decision_json(const tg_policy *pol, const rw_decision *d)
     json_t *flags = json_array();
     static const struct { unsigned bit; const char *name; } fl[] = {
         {RW_F_PREFILTERED, "prefiltered"}, {RW_F_PARSE_FAILED, "parse_failed"},
-        {RW_F_WATCHED_WRITE, "watched_write"}, {RW_F_CACHED, "cached"}, {RW_F_OBSERVED, "observed"}};
+        {RW_F_WATCHED_WRITE, "watched_write"}, {RW_F_CACHED, "cached"}, {RW_F_OBSERVED, "observed"},
+        {RW_F_PINNED, "pinned"}};
     for (size_t i = 0; i < sizeof(fl) / sizeof(fl[0]); i++)
         if (d->flags & fl[i].bit)
             json_array_append_new(flags, json_string(fl[i].name));

@@ -436,10 +436,12 @@ static void test_cache_bounds_and_refs(void **state)
     assert_true(d.flags & RW_F_CACHED);
     rw_decision_release(&d);
     env_hold eh;
-    const rw_env *env = env_for("path=other", &eh);
+    const rw_env *env = env_for("path=other|rel=other.policies", &eh);
     d = rw_decide(c, p, env, NULL, RW_PROTO_SIMPLE, sql, strlen(sql));
     assert_false(d.flags & RW_F_CACHED);
-    assert_int_equal(d.action, RW_PASS);     /* not the watched table under that path */
+    assert_int_equal(d.action, RW_REPLACE);  /* not the watched table under that path: pinned to it */
+    assert_true(d.flags & RW_F_PINNED);
+    assert_non_null(strstr(d.text, "INSERT INTO \"other\".policies (tenant_id, name) VALUES (9, 'n')"));
     rw_decision_release(&d);
     env_release(&eh);
     d = rw_decide(c, p, NULL, NULL, RW_PROTO_EXTENDED, sql, strlen(sql));
@@ -661,22 +663,22 @@ static void test_execute_makes_path_unknown(void **state)
     const char *ins = "INSERT INTO policies (tenant_id, name) VALUES (3, 'x')";
     const char *r1 = "seen//policies rewritten/R1/policies";
     char sql[256];
-    /* The control: under path=other an unqualified policies is a look-alike. */
+    /* The control: under path=other an unqualified policies is a look-alike (pinned). */
     snprintf(sql, sizeof(sql), "SELECT 1; %s", ins);
-    assert_decides(p, "path=other", sql, RW_PASS, "", "");
+    assert_decides(p, "path=other|rel=other.policies", sql, RW_REPLACE, "", "");
     /* The in-text SET this mirrors. */
     snprintf(sql, sizeof(sql), "SET search_path = other; %s", ins);
-    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "set_path=other");
+    assert_decides(p, "path=other|rel=other.policies", sql, RW_REPLACE, r1, "set_path=other");
     snprintf(sql, sizeof(sql), "EXECUTE s; %s", ins);
-    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "execute=s");
+    assert_decides(p, "path=other|rel=other.policies", sql, RW_REPLACE, r1, "execute=s");
     snprintf(sql, sizeof(sql), "EXPLAIN ANALYZE EXECUTE s; %s", ins);
-    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "execute=s");
+    assert_decides(p, "path=other|rel=other.policies", sql, RW_REPLACE, r1, "execute=s");
     snprintf(sql, sizeof(sql), "PREPARE s AS SELECT 1; EXECUTE s; %s", ins);
-    assert_decides(p, "path=other", sql, RW_REPLACE, r1, "prepare=s execute[1]=s");
+    assert_decides(p, "path=other|rel=other.policies", sql, RW_REPLACE, r1, "prepare=s execute[1]=s");
     /* The unknown path shows in the text: the look-alike is enforced on. */
     snprintf(sql, sizeof(sql), "EXECUTE s; %s", ins);
     env_hold eh;
-    rw_decision d = rw_decide(NULL, p, env_for("path=other", &eh), NULL, RW_PROTO_SIMPLE, sql, strlen(sql));
+    rw_decision d = rw_decide(NULL, p, env_for("path=other|rel=other.policies", &eh), NULL, RW_PROTO_SIMPLE, sql, strlen(sql));
     assert_non_null(d.text);
     assert_non_null(strstr(d.text, "EXECUTE s; INSERT INTO policies (tenant_id, name, workspace_id) VALUES (3, 'x', "
                                    "tenantguard.ws_derive('policies', "));
