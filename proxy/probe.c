@@ -115,7 +115,7 @@ static char *settings_sql(const tg_policy *p)
         return NULL;
     evbuffer_add_printf(b,
         "SELECT pg_catalog.current_setting('search_path'), "
-        "pg_catalog.current_setting('standard_conforming_strings'), "
+        "pg_catalog.current_setting('standard_conforming_strings'), pg_catalog.\"current_user\"(), "
         "(SELECT pr.prosrc FROM pg_catalog.pg_proc pr WHERE pr.oid OPERATOR(pg_catalog.=) "
         "pg_catalog.to_regprocedure(");
     append_regproc_literal(b, p->helper_schema, "helpers_version");
@@ -175,6 +175,7 @@ typedef struct pc_entry {
     char **rel_schemas, **rel_names;  /* the look-alikes, when rels_known */
     int n_rels;
     bool rels_known;
+    char *role;                       /* the current role they were listed for (USAGE) */
 } pc_entry;
 
 struct probe_cache {
@@ -214,6 +215,7 @@ static void entry_clear(pc_entry *e)
     }
     free(e->rel_schemas);
     free(e->rel_names);
+    free(e->role);
     free(e->database);
     memset(e, 0, sizeof(*e));
 }
@@ -295,6 +297,10 @@ static void cache_store(tg_session *s)
             }
         }
         e->rels_known = true;
+        if (s->probe.role && !(e->role = strdup(s->probe.role))) {
+            entry_clear(e);
+            return;
+        }
     }
     e->key = s->probe.cache_key;
     e->at_ms = mono_ms();
@@ -321,6 +327,8 @@ static bool cache_use(tg_session *s)
     for (int i = 0; i < e->n_rels && rels_ok; i++)
         rels_ok = probe_rel_add(&s->probe, e->rel_schemas[i], e->rel_names[i]);
     s->probe.rels_known = e->rels_known && rels_ok;
+    if (e->role && !(s->probe.cached_role = strdup(e->role)))
+        s->probe.rels_known = false;
     if (s->probe.n != e->n || !rels_ok) {   /* out of memory on the way: ask the server */
         uint64_t key = s->probe.cache_key;
         probe_free(&s->probe);
@@ -408,8 +416,13 @@ static void take_data_row(tg_session *s, const uint8_t *payload, size_t len)
 {
     pgf_reader r = pgf_reader_init(payload, len);
     uint16_t ncols = pgf_get_u16(&r);
-    if (s->probe.result == 0 && ncols == 3) {
-        char *path = field_dup(&r), *scs = field_dup(&r), *ver = field_dup(&r);
+    if (s->probe.result == 0 && ncols == 4) {
+        char *path = field_dup(&r), *scs = field_dup(&r), *role = field_dup(&r), *ver = field_dup(&r);
+        /* "$user" is the current role: the login's, or a role= startup
+         * option's, or the user's ALTER ROLE ... SET role. */
+        sessenv_set_user(&s->env, role);
+        free(s->probe.role);
+        s->probe.role = role;
         sessenv_set_login_path(&s->env, path);
         sessenv_std_strings(&s->env, !scs || strcmp(scs, "on") == 0);
         char want[64];
@@ -434,6 +447,8 @@ static void probe_done(tg_session *s)
 {
     if (!s->probe.from_cache)
         s->probe.rels_known = !s->probe.failed && s->probe.result == 3 && !s->probe.rels_overflow;
+    else if (!s->probe.role || !s->probe.cached_role || strcmp(s->probe.role, s->probe.cached_role) != 0)
+        s->probe.rels_known = false;   /* listed for another role's USAGE: pin nothing */
     sessenv_set_rels(&s->env, (const char *const *)s->probe.rel_schemas, (const char *const *)s->probe.rel_names,
                      s->probe.n_rels, s->probe.rels_known);
     if (!s->probe.got_settings)
@@ -661,5 +676,7 @@ void probe_free(sess_probe *p)
     }
     free(p->rel_schemas);
     free(p->rel_names);
+    free(p->role);
+    free(p->cached_role);
     memset(p, 0, sizeof(*p));
 }

@@ -36,6 +36,8 @@ typedef struct sess_probe {
     int n_rels, cap_rels;
     bool rels_known;                   /* the whole list arrived (and fits PROBE_MAX_RELS) */
     bool rels_overflow;                /* more than that, or out of memory on the way */
+    char *role;                        /* current_user at login */
+    char *cached_role;                 /* the role a cached list was made for */
 } sess_probe;
 
 struct tg_session;

@@ -164,7 +164,10 @@ static void apply_effects(tg_session *s, track_ctx *c, const rw_effect *fx, int 
             rw_effect *dfx = deferred_effects(fx, i, fx[i].stmt, &nd);
             if (nd && !dfx)
                 continue;   /* out of memory: unknown, so its EXECUTE leaves the path unknown */
-            sessenv_prepared_add(&s->env, true, fx[i].arg, c->text ? strdup(c->text) : NULL, c->rewritten,
+            /* "Carries the checks" only when the PREPARE is all the text:
+             * in a longer one the rewrite may be another statement's. */
+            bool checked = c->rewritten && c->has_decision && c->d.n_statements <= 1;
+            sessenv_prepared_add(&s->env, true, fx[i].arg, c->text ? strdup(c->text) : NULL, checked,
                                  c->generation, c->env_hash, dfx, nd);
         } else if (fx[i].kind == RW_FX_EXECUTE) {
             apply_execute(s, fx[i].arg);

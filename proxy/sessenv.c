@@ -192,6 +192,14 @@ void sessenv_free(sessenv *e)
     memset(e, 0, sizeof(*e));
 }
 
+void sessenv_set_user(sessenv *e, const char *user)
+{
+    char *u = user ? strdup(user) : NULL;
+    free(e->user);
+    e->user = u;   /* NULL (also out of memory): "$user" unknown, the path with it too */
+    e->dirty = true;
+}
+
 void sessenv_set_rels(sessenv *e, const char *const *schemas, const char *const *names, int n, bool known)
 {
     e->rel_schemas = schemas;
@@ -287,6 +295,11 @@ void sessenv_apply(sessenv *e, const rw_effect *fx)
         path_unknown(&e->session_in_txn);
         path_unknown(&e->effective);
         e->txn_changed = true;
+        if (fx->arg && strcmp(fx->arg, "role") == 0) {
+            /* "$user" is the current role's name: unknown from now on. */
+            free(e->user);
+            e->user = NULL;
+        }
         break;
     case RW_FX_CREATE_TEMP:
         if (fx->arg)

@@ -112,6 +112,9 @@ typedef struct sessenv {
 void sessenv_init(sessenv *e, const char *login_user);
 void sessenv_free(sessenv *e);
 
+/* The current role's name, what "$user" in the search_path stands for (login probe). */
+void sessenv_set_user(sessenv *e, const char *user);
+
 /* The relations named like watched tables the login probe found outside the
  * watched tables (arrays owned by the caller, alive as long as e). */
 void sessenv_set_rels(sessenv *e, const char *const *schemas, const char *const *names, int n, bool known);

@@ -257,14 +257,49 @@ static bool prepared_is_stale(tg_session *s, sessenv_prepared *p)
     return stale;
 }
 
-/* A SQL-level EXECUTE of a statement prepared under another policy. */
+/* Would the statement be rewritten or refused with the path unknown -- does
+ * it name anything that may be a watched table? */
+static bool stale_on_any_path(tg_session *s, const sessenv_prepared *p)
+{
+    tg_runtime *rt = s->rt;
+    if (!p->text)
+        return rt_any_enforced(rt);
+    rw_decision d = rw_decide(rt->cache, rt->rw, NULL, session_catalog(s), RW_PROTO_EXTENDED, p->text,
+                              strlen(p->text));
+    bool stale = d.action != RW_PASS;
+    rw_decision_release(&d);
+    return stale;
+}
+
+/* Does an effect before fx[upto] in the same text change what names mean? */
+static bool resolution_changes_before(const rw_decision *d, int upto)
+{
+    for (int k = 0; k < upto; k++) {
+        switch (d->effects[k].kind) {
+        case RW_FX_PREPARE: case RW_FX_DEALLOCATE: case RW_FX_EXECUTE: case RW_FX_SAVEPOINT: case RW_FX_RELEASE:
+        case RW_FX_LEXING:
+            break;
+        default:
+            if (!d->effects[k].deferred)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* A SQL-level EXECUTE of a statement prepared under another policy or path.
+ * One that follows a path change in its own text (SET search_path = public;
+ * EXECUTE p) runs under a path the proxy cannot vouch for yet: a statement
+ * that does not carry the checks (sent as is, or pinned to a look-alike) is
+ * stale then too. */
 static bool stale_execute(tg_session *s, const rw_decision *d, const char **name)
 {
     for (int i = 0; i < d->n_effects; i++) {
         if (d->effects[i].kind != RW_FX_EXECUTE || !d->effects[i].arg)
             continue;
         sessenv_prepared *p = sessenv_prepared_find(&s->env, true, d->effects[i].arg);
-        if (p && prepared_is_stale(s, p)) {
+        if (p && (prepared_is_stale(s, p) || (!p->rewritten && resolution_changes_before(d, i) &&
+                                               stale_on_any_path(s, p)))) {
             *name = d->effects[i].arg;
             return true;
         }

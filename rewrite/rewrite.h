@@ -174,7 +174,8 @@ typedef enum {
                                 * (SET) or as given (set_config); rw_split_path() reads it */
     RW_FX_SET_LOCAL_PATH,      /* SET LOCAL search_path: until the transaction ends */
     RW_FX_RESET_PATH,          /* RESET search_path / SET ... TO DEFAULT / RESET ALL */
-    RW_FX_PATH_UNKNOWN,        /* set_config() with a non-literal, SET ROLE, CALL, ... */
+    RW_FX_PATH_UNKNOWN,        /* set_config() with a non-literal, SET ROLE, CALL, ...; arg "role"
+                                * when the current role may have changed ("$user" is unknown) */
     RW_FX_CREATE_TEMP,         /* arg: relation name (a watched name) */
     RW_FX_DROP_REL,            /* arg: relation name (unqualified or pg_temp.) */
     RW_FX_DISCARD_ALL,         /* DISCARD ALL: path reset, temp gone, prepared gone */

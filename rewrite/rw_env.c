@@ -254,9 +254,11 @@ int rw_resolve(const rw_policy *p, const rw_env *env, const char *schema, const 
 
 #define RW_NAMEDATALEN 64
 
+/* PostgreSQL's scanner_isspace(): no vertical tab -- "other\v" is a schema
+ * name of its own there. */
 static bool is_space(char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
 }
 
 void rw_split_path_free(char **names, int n)

@@ -189,7 +189,7 @@ static void set_config_call(rw_ctx *c, FuncCall *f, walk_state *ws)
         return;
     }
     if (!strcasecmp(name, "role") || !strcasecmp(name, "session_authorization")) {
-        rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+        rw_effect_add(c, RW_FX_PATH_UNKNOWN, "role", false, false);
         return;
     }
     if (strcasecmp(name, "search_path") != 0)
@@ -284,7 +284,8 @@ static void walk_query(rw_ctx *c, Node *q)
 /* ------------------------------------------------------------ utilities */
 
 /* Does this EXPLAIN execute its statement? Any ANALYZE option that is not
- * clearly false counts as yes. */
+ * clearly false counts as yes -- any of them: PostgreSQL takes the last of
+ * EXPLAIN (ANALYZE false, ANALYZE true). */
 static bool explain_analyze(ExplainStmt *e)
 {
     ListCell *lc;
@@ -292,19 +293,28 @@ static bool explain_analyze(ExplainStmt *e)
         DefElem *d = lfirst(lc);
         if (strcmp(d->defname, "analyze") != 0)
             continue;
-        if (!d->arg)
-            return true;
-        if (IsA(d->arg, String)) {
+        bool yes = true;
+        if (d->arg && IsA(d->arg, String)) {
             const char *s = strVal(d->arg);
-            return !(!strcasecmp(s, "false") || !strcasecmp(s, "off") || !strcasecmp(s, "no") || !strcmp(s, "0"));
+            yes = !(!strcasecmp(s, "false") || !strcasecmp(s, "off") || !strcasecmp(s, "no") || !strcmp(s, "0"));
+        } else if (d->arg && IsA(d->arg, Integer)) {
+            yes = intVal(d->arg) != 0;
+        } else if (d->arg && IsA(d->arg, Boolean)) {
+            yes = boolVal(d->arg);
         }
-        if (IsA(d->arg, Integer))
-            return intVal(d->arg) != 0;
-        if (IsA(d->arg, Boolean))
-            return boolVal(d->arg);
-        return true;
+        if (yes)
+            return true;
     }
     return false;
+}
+
+/* ALTER TABLE / INDEX / VIEW / SEQUENCE / MATERIALIZED VIEW / FOREIGN TABLE
+ * ... RENAME or SET SCHEMA: PostgreSQL lets several of these act on a table
+ * (ALTER INDEX policies RENAME TO x renames the table). */
+static bool relation_object(ObjectType t)
+{
+    return t == OBJECT_TABLE || t == OBJECT_INDEX || t == OBJECT_VIEW || t == OBJECT_MATVIEW ||
+           t == OBJECT_SEQUENCE || t == OBJECT_FOREIGN_TABLE;
 }
 
 static void set_stmt(rw_ctx *c, VariableSetStmt *v)
@@ -317,7 +327,7 @@ static void set_stmt(rw_ctx *c, VariableSetStmt *v)
     switch (v->kind) {
     case VAR_SET_VALUE: {
         if (who) {
-            rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+            rw_effect_add(c, RW_FX_PATH_UNKNOWN, "role", false, false);
             return;
         }
         if (!path)
@@ -344,11 +354,11 @@ static void set_stmt(rw_ctx *c, VariableSetStmt *v)
         if (path)
             rw_effect_add(c, RW_FX_RESET_PATH, NULL, false, v->is_local);
         else if (who)
-            rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+            rw_effect_add(c, RW_FX_PATH_UNKNOWN, "role", false, false);
         return;
     case VAR_SET_CURRENT:
         if (path || who)
-            rw_effect_add(c, RW_FX_PATH_UNKNOWN, NULL, false, false);
+            rw_effect_add(c, RW_FX_PATH_UNKNOWN, who ? "role" : NULL, false, false);
         return;
     case VAR_RESET_ALL:
         rw_effect_add(c, RW_FX_RESET_PATH, NULL, false, false);
@@ -408,7 +418,7 @@ static void rename_stmt(rw_ctx *c, RenameStmt *r)
     if (t < 0)
         return;
     const rw_table *tb = &c->pol->tables[t];
-    if (r->renameType == OBJECT_TABLE)
+    if (relation_object(r->renameType))
         stmt_refuse(c, table_bit(t), "tenantguard: renaming the watched table %s is refused in enforce mode",
                     tb->label);
     else if (r->renameType == OBJECT_COLUMN && r->subname &&
@@ -600,7 +610,7 @@ void rw_stmt(rw_ctx *c, Node *n)
         break;
     case T_AlterObjectSchemaStmt: {
         AlterObjectSchemaStmt *a = (AlterObjectSchemaStmt *)n;
-        int t = a->objectType == OBJECT_TABLE ? watched_rel(c, a->relation) : -1;
+        int t = relation_object(a->objectType) ? watched_rel(c, a->relation) : -1;
         if (t >= 0)
             stmt_refuse(c, table_bit(t), "tenantguard: moving the watched table %s to another schema is "
                                          "refused in enforce mode", c->pol->tables[t].label);
@@ -615,10 +625,16 @@ void rw_stmt(rw_ctx *c, Node *n)
         rw_effect_add(c, RW_FX_LEXING, NULL, false, false);
         beyond_sight(c);
         break;
+    case T_ViewStmt: {
+        /* A temp view named like a watched table shadows it, as a temp table does. */
+        ViewStmt *v = (ViewStmt *)n;
+        temp_created(c, v->view, ONCOMMIT_NOOP);
+        beyond_sight(c);
+        break;
+    }
     case T_CreateFunctionStmt:
     case T_CreateTrigStmt:
     case T_RuleStmt:
-    case T_ViewStmt:
     case T_CreateEventTrigStmt:
     case T_CreateSchemaStmt:
         beyond_sight(c);

@@ -384,16 +384,20 @@ static bool has(const uint8_t *p, size_t n, const char *needle)
 /* One simple Query in the active phase. */
 static void answer_query(conn *c, const uint8_t *q, size_t n, struct evbuffer *out)
 {
-    static const char *const probe_row[] = {"\"$user\", public", "on", NULL};
+    static const char *const probe_row[] = {"\"$user\", public", "on", "app", NULL};
     if (has(q, n, "current_setting('search_path')")) {
-        /* tenantguard's login probe: settings, then the watched tables' columns */
+        /* tenantguard's login probe: settings, the watched tables' columns,
+         * then the look-alikes (one: other.policies) */
         char ver[64];
         tg_helpers_version_string(&c->rt->cfg->policy, ver, sizeof(ver));
-        const char *row[] = {probe_row[0], probe_row[1], ver};
-        put_text_row(out, 3, row);
+        const char *row[] = {probe_row[0], probe_row[1], probe_row[2], ver};
+        put_text_row(out, 4, row);
         put_msg(out, 'C', "SELECT 1", 9);
         const char *cat[] = {"public", "policies", "id\x1ftenant_id\x1fname\x1fworkspace_id"};
         put_text_row(out, 3, cat);
+        put_msg(out, 'C', "SELECT 1", 9);
+        const char *rel[] = {"other", "policies"};
+        put_text_row(out, 2, rel);
         put_msg(out, 'C', "SELECT 1", 9);
     } else if (has(q, n, "tenantguard:refused")) {
         put_error(out, "ERROR", "42703", "column \"tenantguard:refused\" does not exist", NULL, NULL);

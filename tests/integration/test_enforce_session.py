@@ -576,6 +576,95 @@ def test_a_pinned_prepared_statement_is_decided_again_on_a_new_path(conn, sdata)
     assert watched(sdata) == []
 
 
+# ------------------------------------------------- second review (7977859's report)
+
+def test_explain_with_analyze_named_twice_is_checked(conn, sdata):
+    """PostgreSQL takes the last of EXPLAIN (ANALYZE false, ANALYZE true): the statement runs."""
+    out = simple(conn, "EXPLAIN (ANALYZE false, ANALYZE true) " + BAD.format("explained"))
+    rejected(out, "42501", R2.format(w=1, t=3, tw=2))
+    assert watched(sdata) == []
+
+
+def test_alter_index_cannot_rename_the_watched_table(conn, sdata):
+    """ALTER INDEX ... RENAME renames a table too; renaming the watched one is refused."""
+    out = simple(conn, "ALTER INDEX public.policies RENAME TO pol2")
+    assert out.sqlstate == "0A000" and "renaming the watched table" in out.message, out
+    out = simple(conn, "ALTER INDEX policies RENAME TO pol2")
+    assert out.sqlstate == "0A000", out
+
+
+def test_set_then_execute_in_one_query(conn, sdata):
+    """A statement prepared while the path pinned it to other.policies, executed after a SET in
+    the same text: the proxy cannot vouch for the new path yet, so it is refused, never run
+    against other.policies where PostgreSQL would use public.policies."""
+    _other_then(conn)
+    ok(simple(conn, "PREPARE pin AS " + BAD.format("prepared")))
+    out = simple(conn, "SET search_path = public; EXECUTE pin")
+    assert out.sqlstate == "0A000" and "prepare it again" in out.message, out
+    assert decoy(sdata) == [] and watched(sdata) == []
+    ok(simple(conn, "DEALLOCATE pin"))
+
+
+def test_user_schema_after_a_role_change(proxy_factory, sdata):
+    """"$user" is the current role's schema: after SET ROLE the proxy does not know it, so a
+    path naming "$user" is unknown -- the write is enforced, never pinned to the login
+    user's look-alike (app.policies) where PostgreSQL would write public.policies."""
+    with sdata.direct(user="postgres") as d:
+        d.execute("CREATE SCHEMA app AUTHORIZATION app")
+        d.execute("SET ROLE app")
+        d.execute("CREATE TABLE app.policies (id bigserial PRIMARY KEY, tenant_id bigint, workspace_id bigint, "
+                  "name text)")
+        d.execute("RESET ROLE")
+        d.execute("DROP ROLE IF EXISTS tg_other_role")
+        d.execute("CREATE ROLE tg_other_role")
+        d.execute("GRANT tg_other_role TO app")
+        d.execute("GRANT USAGE ON SCHEMA public, tenantguard TO tg_other_role")
+        d.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO tg_other_role")
+        d.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO tg_other_role")
+        d.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA tenantguard TO tg_other_role")
+    p = proxy_factory({"mode": "enforce", "layout_cache_ttl": 0})   # its logins list app.policies
+    try:
+        with psycopg.connect(p.dsn(db=sdata.name), autocommit=True) as c:
+            ok(simple(c, "SET search_path = \"$user\", public"))
+            ok(simple(c, BAD.format("as-app")))          # "$user" is app: the look-alike's, pinned
+            ok(simple(c, "SET ROLE tg_other_role"))
+            ok(simple(c, "SET search_path = \"$user\", public"))
+            rejected(simple(c, BAD.format("as-role")), "42501", R2.format(w=1, t=3, tw=2))
+            ok(simple(c, "RESET ROLE"))
+        with sdata.direct(user="postgres") as d:
+            assert d.execute("SELECT tenant_id, workspace_id, name FROM app.policies").fetchall() == \
+                [(3, 1, "as-app")]
+        assert watched(sdata) == []
+    finally:
+        with sdata.direct(user="postgres") as d:
+            d.execute("DROP SCHEMA app CASCADE")
+            d.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM tg_other_role")
+            d.execute("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM tg_other_role")
+            d.execute("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tenantguard FROM tg_other_role")
+            d.execute("REVOKE ALL ON SCHEMA public, tenantguard FROM tg_other_role")
+            d.execute("DROP ROLE tg_other_role")
+
+
+def test_a_temp_view_shadows_like_a_temp_table(conn, sdata):
+    """CREATE TEMP VIEW policies shadows the watched table (pg_temp is searched first): a
+    write through it reaches the view's table, as on PostgreSQL, not a look-alike."""
+    with sdata.direct() as d:
+        d.execute("CREATE TABLE public.scratch (id bigserial PRIMARY KEY, tenant_id bigint, workspace_id bigint, "
+                  "name text)")
+    try:
+        ok(simple(conn, "CREATE TEMP VIEW policies AS SELECT * FROM public.scratch"))
+        _other_then(conn)
+        ok(simple(conn, BAD.format("through-view")))
+        with sdata.direct() as d:
+            assert d.execute("SELECT tenant_id, workspace_id, name FROM public.scratch").fetchall() == \
+                [(3, 1, "through-view")]
+        assert decoy(sdata) == [] and watched(sdata) == []
+    finally:
+        ok(simple(conn, "DROP VIEW pg_temp.policies"))
+        with sdata.direct() as d:
+            d.execute("DROP TABLE public.scratch")
+
+
 def test_fastpath_function_call_changes_the_path(eproxy, sdata):
     import struct
     with eproxy.wire() as w:

@@ -525,6 +525,8 @@ static void test_split_path(void **state)
         {"a, b", "a|b"}, {"\"$user\", public", "$user|public"}, {"A,\"B\"", "a|B"},
         {"  x  ", "x"}, {"", ""}, {"\"a, b\"", "a, b"}, {"\"a\"\"b\"", "a\"b"},
         {"pg_temp,pg_catalog", "pg_temp|pg_catalog"},
+        /* PostgreSQL's scanner_isspace() has no vertical tab: part of the name */
+        {"other\v, public", "other\v|public"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int n;

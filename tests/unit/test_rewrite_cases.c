@@ -1811,6 +1811,55 @@ const rw_case rw_cases[] = {
         .flags = RW_F_PINNED,
     },
     {
+        .name = "EXPLAIN analyze named twice",
+        .env = "path=public",
+        .sql = "EXPLAIN (ANALYZE false, ANALYZE true) INSERT INTO policies (tenant_id, name) VALUES (1, 'a')",
+        .action = RW_REPLACE,
+        .out = "EXPLAIN (ANALYZE false, ANALYZE true) INSERT INTO policies (tenant_id, name, workspace_id) VALUES (1, 'a', tenantguard.ws_derive('policies', " TS_P ", tenantguard.as_type(" TS_P ", " TS_P ", 1), " WS_P "))",
+        .events = "seen//policies rewritten/R1/policies",
+        .effects = "",
+        .flags = RW_F_WATCHED_WRITE,
+    },
+    {
+        .name = "DDL alter index renames the table",
+        .env = "path=public",
+        .sql = "ALTER INDEX policies RENAME TO pol2",
+        .action = RW_REJECT,
+        .out = "SELECT \"tenantguard:refused\"",
+        .sqlstate = "0A000",
+        .events = "refused/form/policies",
+        .effects = "",
+        .flags = 0,
+    },
+    {
+        .name = "DDL alter index qualified",
+        .sql = "ALTER INDEX public.policies RENAME TO pol2",
+        .action = RW_REJECT,
+        .out = "SELECT \"tenantguard:refused\"",
+        .sqlstate = "0A000",
+        .events = "refused/form/policies",
+        .effects = "",
+        .flags = 0,
+    },
+    {
+        .name = "DDL alter view set schema",
+        .sql = "ALTER VIEW public.policies SET SCHEMA x",
+        .action = RW_REJECT,
+        .out = "SELECT \"tenantguard:refused\"",
+        .sqlstate = "0A000",
+        .events = "refused/form/policies",
+        .effects = "",
+        .flags = 0,
+    },
+    {
+        .name = "FX temp view shadows",
+        .sql = "CREATE TEMP VIEW policies AS SELECT 1 AS x",
+        .action = RW_PASS,
+        .events = "passed/beyond_sight/policies",
+        .effects = "create_temp=policies",
+        .flags = 0,
+    },
+    {
         .name = "NAME explicit pg_temp",
         .sql = "INSERT INTO pg_temp.policies (tenant_id, name) VALUES (1, 'a')",
         .action = RW_PASS,
@@ -2279,7 +2328,7 @@ const rw_case rw_cases[] = {
         .sql = "SET ROLE app",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown=role",
         .flags = 0,
     },
     {
@@ -2287,7 +2336,7 @@ const rw_case rw_cases[] = {
         .sql = "RESET ROLE",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown=role",
         .flags = 0,
     },
     {
@@ -2295,7 +2344,7 @@ const rw_case rw_cases[] = {
         .sql = "SET SESSION AUTHORIZATION app",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown=role",
         .flags = 0,
     },
     {
@@ -2383,7 +2432,7 @@ const rw_case rw_cases[] = {
         .sql = "SELECT set_config('role', 'x', false)",
         .action = RW_PASS,
         .events = "",
-        .effects = "path_unknown",
+        .effects = "path_unknown=role",
         .flags = 0,
     },
     {
@@ -2843,4 +2892,4 @@ const rw_case rw_cases[] = {
     },
 };
 
-const int rw_n_cases = 313;
+const int rw_n_cases = 318;
